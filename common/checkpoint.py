@@ -1,0 +1,90 @@
+"""Checkpoints: one plain dict per file, written atomically, checked on load.
+
+Every checkpoint carries ``kind`` (``"dsgan"`` or ``"reid"``), ``format`` (this module's
+version) and ``config`` (the resolved config as a dict), so that loading the wrong file
+(another model's checkpoint, a truncated download) gives a one-line error instead of a
+traceback from deep inside ``load_state_dict``. Training checkpoints (``last.pt``) also hold
+optimiser, scheduler, scaler and RNG states (torchvision references' layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.atomic import atomic_write
+from common.errors import UserError
+
+FORMAT_VERSION = 1
+KINDS = {"dsgan": "a stage-1 DSGAN checkpoint (pipeline train-gan)", "reid": "a stage-2 re-ID checkpoint (pipeline train-fusion)"}
+
+
+def save_checkpoint(path: Path, kind: str, payload: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` ``payload`` plus ``kind`` and ``format`` to ``path``.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    data = {"kind": kind, "format": FORMAT_VERSION, **payload}
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    atomic_write(Path(path), lambda fh: fh.write(buffer.getbuffer()))
+
+
+def load_checkpoint(path: Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` and check its kind.
+
+    Raises:
+        UserError: missing file, unreadable/truncated file, another kind of checkpoint,
+            or a newer format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass the .pt file written by {KINDS[kind].split('(')[1].rstrip(')')}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
+    if not isinstance(data, dict) or "kind" not in data:
+        raise UserError(f"{path} is not a checkpoint of this pipeline; pass {KINDS[kind]}")
+    if data["kind"] != kind:
+        raise UserError(f"{path} is {KINDS.get(data['kind'], data['kind'])}, but {KINDS[kind]} is needed here")
+    if data.get("format", 0) > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer version of this pipeline; upgrade the package")
+    return data
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, PyTorch CPU (and CUDA, if present) RNG states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

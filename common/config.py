@@ -1,0 +1,427 @@
+"""Run configuration: frozen dataclasses filled from TOML profiles.
+
+A profile (``common/profiles/<name>.toml``) names every setting of a run; ``--config FILE``
+and command-line flags override it. The resolved configuration is written into each run
+directory as ``config.toml`` (:func:`dump_config`), and reading that file back with
+:func:`load_config` reproduces the run's settings exactly.
+
+Profiles shipped:
+
+* ``paper``: the papers' settings (288 x 144 input, ResNet-50, their batch layouts and
+  schedules). Sources are cited next to each value in the TOML file.
+* ``demo``: what makes ``pipeline run-all`` on the demo dataset finish in minutes on a
+  2-core CPU (smaller input, lighter backbone, fewer epochs); each deviation is commented
+  in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+
+PROFILES = ("demo", "paper")
+METHODS = ("agw", "tsme")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input images and the built-in demo dataset.
+
+    Attributes:
+        height, width: network input size in pixels, (H, W) height first; images are
+            resized to it once, when the split is decoded into the array cache.
+        demo_seed: seed of the generated demo dataset.
+        demo_train_ids, demo_val_ids, demo_test_ids: identities per demo split.
+        decode_threads: threads decoding JPEGs into the array cache.
+    """
+
+    height: int = 288
+    width: int = 144
+    demo_seed: int = 0
+    demo_train_ids: int = 32
+    demo_val_ids: int = 8
+    demo_test_ids: int = 32
+    decode_threads: int = 4
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Stage 1, the TSME DSGAN (unpaired visible-gray <-> infrared translation).
+
+    Attributes:
+        encoder_layers: bottleneck blocks per ResNet stage of the generator's encoder
+            ((3, 4, 6, 3) is ResNet-50).
+        base_width: channels of the stem (64 in ResNet-50); all widths scale with it.
+        disc_widths: PatchGAN discriminator widths (TSME: 128, 128, 256, 512).
+        pretrained: path of a torchvision ResNet-50 state dict for the encoders, or "none".
+        epochs, decay_start_epoch: constant learning rate until ``decay_start_epoch``,
+            then linear decay to zero at ``epochs`` (CycleGAN schedule).
+        steps_per_epoch: optimiser steps per epoch; 0 = max(#visible, #infrared) / batch.
+        batch_size: images per domain per step.
+        lr, beta1, beta2: Adam settings.
+        lambda_cycle, lambda_identity: loss weights (cycle x10, identity x5).
+        pool_size: image history pool size for the discriminators (0 disables it).
+        image_every: steps between TensorBoard image grids.
+        seed: random seed of initialisation and sampling.
+        amp: mixed precision on CUDA (ignored on CPU).
+    """
+
+    encoder_layers: tuple[int, ...] = (3, 4, 6, 3)
+    base_width: int = 64
+    disc_widths: tuple[int, ...] = (128, 128, 256, 512)
+    pretrained: str = "none"
+    epochs: int = 200
+    decay_start_epoch: int = 100
+    steps_per_epoch: int = 0
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 5.0
+    pool_size: int = 50
+    image_every: int = 500
+    seed: int = 0
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The AGW two-stream ResNet (modality-specific stem, shared layer1-4).
+
+    Attributes:
+        layers: bottleneck blocks per stage ((3, 4, 6, 3) is ResNet-50).
+        base_width: stem channels (64 in ResNet-50); output channels = 32 * base_width.
+        last_stride: stride of layer4 (AGW: 1).
+        nonlocal_blocks: non-local blocks after the last n blocks of each stage
+            (AGW: (0, 2, 3, 0)).
+        nonlocal_inter_channels: theta/phi/g width of the non-local blocks; AGW's code
+            runs 1, 0 means C / 2 (the non-local paper's choice).
+        pretrained: path of a torchvision ResNet-50 state dict, "imagenet" (the
+            torchvision weights cache) or "none".
+    """
+
+    layers: tuple[int, ...] = (3, 4, 6, 3)
+    base_width: int = 64
+    last_stride: int = 1
+    nonlocal_blocks: tuple[int, ...] = (0, 2, 3, 0)
+    nonlocal_inter_channels: int = 1
+    pretrained: str = "none"
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """One method's training recipe (sampler, optimiser, schedule, augmentation, loss).
+
+    Attributes:
+        ids_per_batch: P identities per batch.
+        images_per_id: K images per identity *per modality* (batch = P*K visible + P*K IR).
+        sample_with_replacement: images drawn with replacement (AGW) or without (TSME).
+        epochs: training epochs.
+        steps_per_epoch: 0 = floor(max(#visible, #infrared) / (P*K)), as the AGW code.
+        lr: learning rate of the new layers (heads); the backbone gets
+            ``lr * backbone_lr_mult``.
+        momentum, weight_decay, nesterov: SGD settings.
+        warmup_epochs: linear warm-up, lr * (epoch + 1) / warmup_epochs (AGW).
+        milestones, gamma: step decay epochs and factor.
+        pad, flip_p, erasing_p, channel_aug: augmentation (zero-pad + random crop,
+            horizontal flip probability, random erasing probability, CAJ channel
+            augmentation on/off).
+        id_weight, wrt_weight, hc_weight: loss weights (identity cross-entropy,
+            weighted-regularisation triplet, hetero-centre).
+        eval_every: evaluate on trial 0 every n epochs (0 = only at the end).
+    """
+
+    ids_per_batch: int = 8
+    images_per_id: int = 4
+    sample_with_replacement: bool = True
+    epochs: int = 80
+    steps_per_epoch: int = 0
+    lr: float = 0.1
+    backbone_lr_mult: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    warmup_epochs: int = 10
+    milestones: tuple[int, ...] = (20, 50)
+    gamma: float = 0.1
+    pad: int = 10
+    flip_p: float = 0.5
+    erasing_p: float = 0.0
+    channel_aug: bool = False
+    id_weight: float = 1.0
+    wrt_weight: float = 1.0
+    hc_weight: float = 0.0
+    eval_every: int = 2
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Stage 2, the fusion re-ID network.
+
+    Attributes:
+        method: default ``--method`` ("agw" or "tsme").
+        backbone: see :class:`BackboneConfig`.
+        embed_dim: width of each TSME stripe embedding (512).
+        num_stripes: horizontal stripes of the fused map (TSME: 6).
+        num_aux_stripes: stripes of each IAI head group (TSME: 2).
+        seed: random seed.
+        amp: mixed precision on CUDA (ignored on CPU).
+        recipes: per-method recipe, keyed by method name.
+    """
+
+    method: str = "tsme"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    embed_dim: int = 512
+    num_stripes: int = 6
+    num_aux_stripes: int = 2
+    seed: int = 0
+    amp: bool = True
+    recipes: dict[str, RecipeConfig] = field(default_factory=dict)
+
+    def recipe(self, method: str) -> RecipeConfig:
+        """The recipe of ``method``; raises UserError if the profile has none."""
+        if method not in self.recipes:
+            raise UserError(
+                f"the config has no recipe for method '{method}' (has: {', '.join(sorted(self.recipes))}); "
+                f"add a [fusion.recipes.{method}] table to your --config file"
+            )
+        return self.recipes[method]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Test protocol defaults.
+
+    Attributes:
+        mode: SYSU-MM01 search mode, "all" or "indoor".
+        shots: gallery images per identity per camera, 1 (single-shot) or 10 (multi-shot).
+        trials: random gallery draws, seeded by the trial index.
+        feature: "pre" or "post" BNNeck feature (AGW evaluates post).
+        flip: average features of the image and its horizontal flip.
+        batch_size: images per feature-extraction batch.
+    """
+
+    mode: str = "all"
+    shots: int = 1
+    trials: int = 10
+    feature: str = "post"
+    flip: bool = False
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run's settings."""
+
+    profile: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _profile_text(name: str) -> str:
+    if name not in PROFILES:
+        raise UserError(f"unknown profile '{name}'; choose one of: {', '.join(PROFILES)}")
+    return resources.files("common").joinpath("profiles", f"{name}.toml").read_text()
+
+
+def _read_toml_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing TOML file to --config")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path} is not valid TOML ({exc}); fix the file") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{where}' must be a table; see the shipped profiles for its form")
+        return _build(tp, value, where)
+    if origin is dict:
+        _, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{where}' must be a table; see the shipped profiles for its form")
+        return {k: _convert(value_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{where}' must be a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v, where) for v in value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key '{where}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key '{where}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key '{where}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key '{where}' must be a string, got {value!r}")
+        return value
+    if isinstance(tp, types.UnionType):  # pragma: no cover - no unions in the config today
+        raise TypeError(f"unsupported config type {tp} at {where}")
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise UserError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys there: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in table.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _convert(hints[name], value, key)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> Config:
+    if cfg.fusion.method not in METHODS:
+        raise UserError(f"fusion.method '{cfg.fusion.method}' is unknown; choose one of: {', '.join(METHODS)}")
+    for method in cfg.fusion.recipes:
+        if method not in METHODS:
+            raise UserError(f"fusion.recipes.{method}: unknown method; choose among: {', '.join(METHODS)}")
+    if cfg.eval.mode not in ("all", "indoor"):
+        raise UserError(f"eval.mode '{cfg.eval.mode}' is unknown; use 'all' or 'indoor'")
+    if cfg.eval.shots not in (1, 10):
+        raise UserError(f"eval.shots {cfg.eval.shots} is not a SYSU-MM01 protocol; use 1 or 10")
+    if cfg.eval.feature not in ("pre", "post"):
+        raise UserError(f"eval.feature '{cfg.eval.feature}' is unknown; use 'pre' or 'post'")
+    if cfg.data.height % 16 or cfg.data.width % 16:
+        raise UserError(
+            f"data.height x data.width = {cfg.data.height} x {cfg.data.width}: both must be multiples of 16 "
+            "(the generator and ResNet downsample by 16)"
+        )
+    if len(cfg.fusion.backbone.layers) != 4 or len(cfg.fusion.backbone.nonlocal_blocks) != 4:
+        raise UserError("fusion.backbone.layers and nonlocal_blocks need 4 entries, one per ResNet stage")
+    for n_nl, n_blocks in zip(cfg.fusion.backbone.nonlocal_blocks, cfg.fusion.backbone.layers):
+        if not 0 <= n_nl <= n_blocks:
+            raise UserError(
+                f"fusion.backbone.nonlocal_blocks {cfg.fusion.backbone.nonlocal_blocks} asks for more non-local "
+                f"blocks than a stage of {cfg.fusion.backbone.layers} has"
+            )
+    return cfg
+
+
+def config_from_dict(table: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (a parsed TOML document).
+
+    Raises:
+        UserError: on an unknown key, a value of the wrong type or an invalid setting.
+    """
+    return _validate(_build(Config, table, ""))
+
+
+def load_config(
+    profile: str = "demo",
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve a run's configuration: profile, then ``--config`` file, then flag overrides.
+
+    Args:
+        profile: shipped profile name, "demo" or "paper".
+        config_file: optional TOML file whose tables override the profile (a full resolved
+            ``config.toml`` from a run directory works too; its ``profile`` key then wins).
+        overrides: nested dict of final overrides (from command-line flags).
+
+    Returns:
+        The frozen :class:`Config`.
+
+    Raises:
+        UserError: unknown profile, missing or invalid file, unknown key, wrong type.
+    """
+    table = tomllib.loads(_profile_text(profile))
+    table["profile"] = profile
+    if config_file is not None:
+        table = _merge(table, _read_toml_file(Path(config_file)))
+    if overrides:
+        table = _merge(table, overrides)
+    return config_from_dict(table)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def _toml_tables(table: dict[str, Any], prefix: str, lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if prefix and (scalars or not tables):
+        lines.append(f"\n[{prefix}]")
+    for key, value in scalars.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in tables.items():
+        _toml_tables(value, f"{prefix}.{key}" if prefix else key, lines)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved configuration as TOML text; :func:`config_from_dict` of its parse is ``cfg``."""
+    lines = ["# Resolved configuration of this run, written by the pipeline; load it with --config."]
+    _toml_tables(dataclasses.asdict(cfg), "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def config_section_dict(section: Any) -> dict[str, Any]:
+    """A config section as a plain dict (for hashing stage inputs and checkpoint metadata)."""
+    return dataclasses.asdict(section)
+
+
+def digest(obj: Any) -> str:
+    """Short SHA-256 (16 hex) of a JSON-able object: the identity of a stage's inputs.
+
+    Used to decide whether a stage's existing output is current (same config section,
+    same data fingerprint) and may be skipped, or must be redone.
+    """
+    import hashlib
+    import json
+
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,55 @@
+"""Reading image files into uint8 arrays, with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from common.errors import UserError
+
+
+def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode an image file as RGB and resize it.
+
+    Resizing uses Lanczos filtering, as AGW's pre-processing (``Image.ANTIALIAS``, which
+    is Lanczos in Pillow). Grayscale infrared files come out with three equal channels.
+
+    Args:
+        path: image file (JPEG, PNG, ...).
+        size: (H, W) target size in pixels, height first.
+
+    Returns:
+        uint8 array (H, W, 3), values 0-255.
+
+    Raises:
+        UserError: if the file is missing or cannot be decoded (names the file).
+    """
+    height, width = size
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.Resampling.LANCZOS)
+            return np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError:
+        raise UserError(f"image {path} is missing; restore the dataset copy or re-run its generation") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise UserError(f"image {path} is corrupt ({exc}); replace it with a good copy from the original dataset") from None
+
+
+def to_grayscale_bt601(images: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma replicated to three channels, as PIL's ``convert("L")``.
+
+    L = 0.299 R + 0.587 G + 0.114 B (the visible-grayscale input of TSME's DSGAN).
+
+    Args:
+        images: uint8 (..., H, W, 3).
+
+    Returns:
+        uint8 (..., H, W, 3) with three equal channels.
+    """
+    luma = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
+    luma = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    return np.repeat(luma[..., None], 3, axis=-1)

@@ -1,0 +1,132 @@
+"""What a run shows and keeps: progress bars, messages, TensorBoard events, metrics.jsonl.
+
+Messages and progress bars go to stderr (rich); stdout is kept for results (tables and
+``--json`` objects), so that ``pipeline ... --json | jq`` works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+console = Console(stderr=True, highlight=False)
+
+
+def info(message: str) -> None:
+    """Print one status line to stderr."""
+    console.print(message)
+
+
+class _RateColumn(ProgressColumn):
+    """Throughput in the task's unit per second (images/s, steps/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        if speed is None:
+            return Text(f"? {unit}/s", style="progress.data.speed")
+        return Text(f"{speed:,.1f} {unit}/s", style="progress.data.speed")
+
+
+class _PostfixColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(task.fields.get("postfix", ""), style="dim")
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Callable[..., None]]:
+    """A progress bar with count, rate (``unit``/s), elapsed time and ETA.
+
+    Yields:
+        ``advance(n=1, postfix="")``: move the bar by ``n`` units; ``postfix`` is a short
+        status text shown after the bar (e.g. the current loss).
+    """
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        _PostfixColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, unit=unit, postfix="")
+
+        def advance(n: int = 1, postfix: str | None = None) -> None:
+            if postfix is None:
+                progress.advance(task, n)
+            else:
+                progress.update(task, advance=n, postfix=postfix)
+
+        yield advance
+
+
+class RunLog:
+    """TensorBoard scalars/images plus a ``metrics.jsonl`` line per logged step.
+
+    Args:
+        log_dir: the run directory; events go to ``log_dir/tb/<stage>``, records to
+            ``log_dir/metrics.jsonl`` (appended: a resumed run continues the same file).
+        stage: a short name ("gan", "fusion") prefixed to every record.
+        enabled: False on non-zero distributed ranks, making every call a no-op.
+    """
+
+    def __init__(self, log_dir: Path, stage: str, enabled: bool = True) -> None:
+        self.log_dir = Path(log_dir)
+        self.stage = stage
+        self.enabled = enabled
+        self._writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.log_dir / "tb" / stage))
+            self._jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def scalars(self, step: int, values: dict[str, float], **fields: Any) -> None:
+        """Log scalars under ``<stage>/<name>`` at ``step`` and append one JSON record."""
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+        for name, value in clean.items():
+            self._writer.add_scalar(f"{self.stage}/{name}", value, step)
+        record = {"stage": self.stage, "step": step, "time": round(time.time(), 3), **fields, **clean}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def image_grid(self, tag: str, grid, step: int) -> None:
+        """Log a (3, H, W) float [0, 1] image (e.g. from torchvision.utils.make_grid)."""
+        if self.enabled:
+            self._writer.add_image(f"{self.stage}/{tag}", grid, step)
+
+    def close(self) -> None:
+        if self.enabled and self._writer is not None:
+            self._writer.close()
+            self._jsonl.close()
+            self._writer = None
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,290 @@
+"""``pipeline``: the command line. Each command parses, builds the config, calls one
+function of :mod:`pipelines.run_all` (or a stage), prints, and exits.
+
+User errors (:class:`common.errors.UserError`) are printed as one line on stderr with exit
+status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from common.errors import UserError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="GAN-augmented visible-infrared person re-identification: DSGAN pairs -> AGW/TSME fusion -> SYSU-MM01 protocol.",
+)
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="shipped settings: demo | paper")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file overriding the profile (e.g. a run's config.toml)")]
+DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="dataset folder in its original layout")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run directory (default checkpoints/<dataset>-<method>-<profile>)")]
+CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="decoded-image cache (default $VIREID_CACHE or ~/.cache/vireid)")]
+
+
+def _config(profile: str, config: Path | None, overrides: dict[str, Any] | None = None):
+    from common.config import load_config
+
+    return load_config(profile, config, overrides)
+
+
+def _print(text: str) -> None:
+    typer.echo(text)
+
+
+@app.command("make-demo")
+def make_demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="folder to create (SYSU-MM01 layout)")] = Path("data/demo"),
+    seed: Annotated[int, typer.Option("--seed", help="random seed; same seed, same bytes")] = 0,
+    train_ids: Annotated[int, typer.Option(help="training identities")] = 32,
+    val_ids: Annotated[int, typer.Option(help="validation identities (trained on, as SYSU-MM01's val ids)")] = 8,
+    test_ids: Annotated[int, typer.Option(help="test identities")] = 32,
+) -> None:
+    """Generate the demo dataset (procedural pedestrians, visible + infrared) in SYSU-MM01 layout."""
+    from common.datasets.demo import make_demo
+
+    path = make_demo(out, seed, n_train=train_ids, n_val=val_ids, n_test=test_ids)
+    _print(f"demo dataset ready: {path}")
+
+
+@app.command("run-all")
+def run_all_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")] = "demo",
+    data_root: DataRootOpt = None,
+    profile: ProfileOpt = "demo",
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
+    cache_dir: CacheDirOpt = None,
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 weights for both stages: PATH | imagenet | none")] = None,
+) -> None:
+    """Everything: (demo data) -> DSGAN -> pair cache -> fusion re-ID -> SYSU-MM01 test."""
+    from common.runtime import resolve_device
+    from pipelines.run_all import format_results, run_all
+
+    if dataset not in ("demo", "sysu"):
+        raise UserError(f"run-all --dataset {dataset}: use demo or sysu")
+    overrides: dict[str, Any] = {}
+    if pretrained is not None:
+        overrides = {"gan": {"pretrained": pretrained}, "fusion": {"backbone": {"pretrained": pretrained}}}
+    cfg = _config(profile, config, overrides)
+    method = method or cfg.fusion.method
+    run_dir = run_dir or Path("checkpoints") / f"{dataset}-{method}-{cfg.profile}"
+    results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir, device=resolve_device(device),
+                      method=method, cache_dir=cache_dir)
+    _print(format_results(results))
+    base = results["untrained_baseline"]
+    _print(f"same network untrained: Rank-1 {base['rank1']['mean']:.2f}  mAP {base['mean_ap']['mean']:.2f}  mINP {base['minp']['mean']:.2f}")
+    _print(f"wall time {results['wall_seconds']:.0f} s; results: {Path(results['run_dir']) / 'results.json'}")
+
+
+@app.command("train-gan")
+def train_gan_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | pairs")],
+    data_root: DataRootOpt = None,
+    profile: ProfileOpt = "demo",
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    height: Annotated[Optional[int], typer.Option(help="image height (default: the profile's)")] = None,
+    width: Annotated[Optional[int], typer.Option(help="image width (default: the profile's)")] = None,
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 for the encoders: PATH | imagenet | none")] = None,
+) -> None:
+    """Stage 1 only: train the DSGAN (visible-gray <-> infrared, unpaired) on a training split."""
+    from common.runtime import resolve_device
+    from pipelines.data import load_splits
+    from pipelines.run_all import stage_train_gan, write_run_config
+
+    overrides: dict[str, Any] = {"data": {}}
+    if height:
+        overrides["data"]["height"] = height
+    if width:
+        overrides["data"]["width"] = width
+    if pretrained is not None:
+        overrides["gan"] = {"pretrained": pretrained}
+    cfg = _config(profile, config, overrides)
+    run_dir = run_dir or Path("checkpoints") / f"{dataset}-gan-{cfg.profile}"
+    write_run_config(cfg, run_dir)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False)
+    path = stage_train_gan(cfg, splits, run_dir, resolve_device(device))
+    _print(f"generator checkpoint: {path}")
+
+
+@app.command("generate-pairs")
+def generate_pairs_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | pairs")],
+    out: Annotated[Path, typer.Option("--out", help="pair cache folder to write")],
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    profile: ProfileOpt = "demo",
+) -> None:
+    """Paired images only: a generated partner for every training image, into a pair cache."""
+    from common.checkpoint import load_checkpoint
+    from common.runtime import resolve_device
+    from pipelines.data import load_splits
+    from pipelines.run_all import stage_generate_pairs
+
+    state = load_checkpoint(checkpoint, "dsgan")
+    if "image_size" not in state:
+        raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
+    cfg = _config(profile, None)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]))
+    cache = stage_generate_pairs(checkpoint, splits, out, resolve_device(device))
+    _print(f"pair cache: {cache.folder} ({len(cache)} partners)")
+
+
+@app.command("train-fusion")
+def train_fusion_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")],
+    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="pair cache from generate-pairs (needed by tsme)")] = None,
+    data_root: DataRootOpt = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
+    profile: ProfileOpt = "demo",
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50: PATH | imagenet | none")] = None,
+) -> None:
+    """Stage 2 only: train the fusion re-ID network from real images and cached partners."""
+    from common.pair_cache import open_pair_cache
+    from common.runtime import resolve_device
+    from pipelines.data import load_splits
+    from pipelines.run_all import stage_train_fusion, write_run_config
+    from stage2_fusion.methods import METHODS
+
+    overrides = {"fusion": {"backbone": {"pretrained": pretrained}}} if pretrained is not None else None
+    cfg = _config(profile, config, overrides)
+    method = method or cfg.fusion.method
+    if method not in METHODS:
+        raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
+    run_dir = run_dir or Path("checkpoints") / f"{dataset}-{method}-{cfg.profile}"
+    write_run_config(cfg, run_dir)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir)
+    cache = None
+    if pairs is not None:
+        cache = open_pair_cache(pairs, dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
+                                image_size=(cfg.data.height, cfg.data.width), count=len(splits.train))
+    elif METHODS[method][0].needs_partners:
+        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (make one with pipeline generate-pairs)")
+    path = stage_train_fusion(cfg, method, splits, cache, run_dir, resolve_device(device))
+    _print(f"re-ID checkpoint: {path}")
+
+
+@app.command("test")
+def test_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="reid.pt (or best.pt) from train-fusion")],
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")],
+    data_root: DataRootOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="all | indoor (SYSU-MM01 search mode)")] = "all",
+    shots: Annotated[int, typer.Option("--shots", help="gallery images per identity per camera: 1 | 10")] = 1,
+    trials: Annotated[int, typer.Option("--trials", help="random gallery trials (seed = trial index)")] = 10,
+    feature: Annotated[str, typer.Option("--feature", help="pre | post BNNeck feature")] = "post",
+    flip: Annotated[bool, typer.Option("--flip", help="average with the flipped image's feature")] = False,
+    gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="evaluate the same architecture untrained (baseline)")] = False,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="results file (default: results-<dataset>-<mode>-<shots>shot.json in the run dir)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON object")] = False,
+) -> None:
+    """Test a re-ID checkpoint with the SYSU-MM01 protocol (Rank-k, mAP, mINP over trials)."""
+    from common.atomic import atomic_write_json
+    from common.checkpoint import load_checkpoint
+    from common.config import config_from_dict
+    from common.runtime import resolve_device
+    from pipelines.data import load_splits
+    from pipelines.run_all import format_results, stage_test
+
+    if mode not in ("all", "indoor"):
+        raise UserError(f"--mode {mode} is unknown; use all or indoor")
+    if shots not in (1, 10):
+        raise UserError(f"--shots {shots} is not a SYSU-MM01 protocol; use 1 or 10")
+    if feature not in ("pre", "post"):
+        raise UserError(f"--feature {feature} is unknown; use pre or post")
+    state = load_checkpoint(checkpoint, "reid")
+    cfg = config_from_dict(state["config"])
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]))
+    del state
+    results = stage_test(checkpoint, splits, resolve_device(device), mode=mode, shots=shots, trials=trials, feature=feature,
+                         flip=flip, gan_checkpoint=gan_checkpoint, untrained=untrained, batch_size=cfg.eval.batch_size)
+    out = out or Path(checkpoint).resolve().parent.parent / f"results-{dataset}-{mode}-{shots}shot{'-untrained' if untrained else ''}.json"
+    atomic_write_json(out, results)
+    if as_json:
+        _print(json.dumps(results))
+    else:
+        _print(format_results(results))
+        _print(f"results: {out}")
+
+
+@app.command("eval-gan")
+def eval_gan_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
+    data_root: Annotated[Path, typer.Option("--data-root", help="aligned folder with visible/ and infrared/")],
+    device: DeviceOpt = "auto",
+    split: Annotated[str, typer.Option("--split", help="held-out | all pairs to score")] = "held-out",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Translation quality on aligned pairs: L1, PSNR, SSIM of generated vs real infrared, and the grayscale baseline."""
+    from common.runtime import resolve_device
+    from stage1_dsgan.evaluate import evaluate_gan
+
+    if split not in ("held-out", "all"):
+        raise UserError(f"--split {split} is unknown; use held-out or all")
+    result = evaluate_gan(checkpoint, data_root, resolve_device(device), held_out_only=split == "held-out")
+    if as_json:
+        _print(json.dumps(result))
+        return
+    _print(f"{result['pairs']} aligned pairs ({split}) at {result['image_size'][0]}x{result['image_size'][1]}: visible -> infrared")
+    _print(f"{'':>28}{'L1 (0-1)':>10}{'PSNR dB':>10}{'SSIM':>8}")
+    for name, key in (("DSGAN", "model"), ("grayscale visible (baseline)", "baseline")):
+        r = result[key]
+        _print(f"{name:>28}{r['l1']:>10.4f}{r['psnr']:>10.2f}{r['ssim']:>8.4f}")
+
+
+@app.command("tensorboard")
+def tensorboard_cmd(
+    logdir: Annotated[Path, typer.Option("--logdir", help="run directory (or checkpoints/ for all runs)")] = Path("checkpoints"),
+    port: Annotated[int, typer.Option(help="port to serve on")] = 6006,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "localhost",
+) -> None:
+    """Start TensorBoard on a run directory and print its URL (Ctrl-C stops it)."""
+    import time
+
+    if not logdir.exists():
+        raise UserError(f"{logdir} does not exist; pass a run directory such as checkpoints/demo-tsme-demo")
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(logdir), "--port", str(port), "--host", host])
+    url = board.launch()
+    _print(f"TensorBoard on {logdir}: {url}  (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    """Console entry point: run the app, turning UserError into one line and exit 2."""
+    try:
+        app()
+    except UserError as exc:
+        from common.runlog import console
+
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,68 @@
+"""From ``--dataset/--data-root`` to decoded splits (and the demo dataset on demand)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.array_cache import ArraySplit, load_split
+from common.config import Config
+from common.datasets import REID_DATASETS, DatasetIndex, load_dataset
+from common.errors import UserError
+from common.runlog import info
+
+DEFAULT_DEMO_ROOT = Path("data") / "demo"
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A dataset's index and its decoded training and test splits."""
+
+    index: DatasetIndex
+    train: ArraySplit
+    test: ArraySplit | None
+
+
+def ensure_demo(cfg: Config, root: Path | None) -> Path:
+    """The demo dataset folder, generated (deterministically, from ``data.demo_seed``) if absent.
+
+    An existing folder is read as it is (any demo, whatever its sizes and seed; the reader
+    checks the layout); a missing one is generated with the config's demo settings.
+    """
+    from common.datasets.demo import make_demo
+
+    root = Path(root) if root is not None else DEFAULT_DEMO_ROOT
+    if root.exists() and (root / "demo_info.json").exists():
+        return root
+    params = dict(n_train=cfg.data.demo_train_ids, n_val=cfg.data.demo_val_ids, n_test=cfg.data.demo_test_ids)
+    info(f"data: generating the demo dataset into {root} (seed {cfg.data.demo_seed})")
+    return make_demo(root, cfg.data.demo_seed, **params)
+
+
+def resolve_root(cfg: Config, dataset: str, data_root: Path | None) -> Path:
+    """The data root to read: the given one, or for ``demo`` the (generated) default."""
+    if dataset == "demo":
+        return ensure_demo(cfg, data_root)
+    if data_root is None:
+        raise UserError(f"--data-root is required for --dataset {dataset}: pass the folder of your {dataset} copy")
+    return Path(data_root)
+
+
+def load_splits(cfg: Config, dataset: str, data_root: Path | None, *, cache_dir: Path | None = None,
+                with_test: bool = True, size: tuple[int, int] | None = None) -> Splits:
+    """Read a dataset and decode its splits into the array cache at the run's image size.
+
+    Raises:
+        UserError: layout problems, missing or corrupt images.
+    """
+    root = resolve_root(cfg, dataset, data_root)
+    index = load_dataset(dataset, root)
+    size = size or (cfg.data.height, cfg.data.width)
+    threads = cfg.data.decode_threads
+    train = load_split(index.train, size, cache_dir=cache_dir, tag=f"{dataset}-train", threads=threads)
+    test = None
+    if with_test:
+        if dataset not in REID_DATASETS:
+            raise UserError(f"--dataset {dataset} has no re-ID test protocol; test on one of: {', '.join(REID_DATASETS)}")
+        test = load_split(index.test, size, cache_dir=cache_dir, tag=f"{dataset}-test", threads=threads)
+    return Splits(index, train, test)

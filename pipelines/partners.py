@@ -1,0 +1,51 @@
+"""Glue between stage 1 and stage 2: where a training or test image's partner comes from.
+
+Stage 2 only sees a ``PartnerSource``: ``partners(indices, images, is_ir) -> uint8``.
+Here it is built from a pair cache (training) or from the frozen generators (test time,
+and ``--pairs on-the-fly``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from common.pair_cache import PairCache
+
+
+def cache_partners(cache: PairCache):
+    """Partners read from a pair cache by training-image index."""
+
+    def partners(indices: np.ndarray, images: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(cache[indices])
+
+    return partners
+
+
+class MemoPartners:
+    """Partners translated on demand by a frozen generator and kept per image index.
+
+    The generators do not change during stage 2, so each test image is translated once
+    even when it is evaluated every few epochs.
+
+    Args:
+        translate: ``translate(images uint8 (B, H, W, 3), is_ir bool (B,)) -> uint8``.
+        count: number of images in the split.
+    """
+
+    def __init__(self, translate, count: int) -> None:
+        self.translate = translate
+        self.store: np.ndarray | None = None
+        self.done = np.zeros(count, dtype=bool)
+
+    def __call__(self, indices: np.ndarray, images: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
+        indices = np.asarray(indices)
+        missing = ~self.done[indices]
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            out = self.translate(images[torch.from_numpy(rows)], is_ir[torch.from_numpy(rows)]).numpy()
+            if self.store is None:
+                self.store = np.empty((len(self.done), *out.shape[1:]), dtype=np.uint8)
+            self.store[indices[rows]] = out
+            self.done[indices[rows]] = True
+        return torch.from_numpy(self.store[indices])

@@ -1,0 +1,205 @@
+"""The whole job and its stages: data -> DSGAN -> pair cache -> fusion re-ID -> test.
+
+Every stage function is what one CLI command calls; :func:`run_all` chains them into one
+run directory::
+
+    checkpoints/<run>/config.toml        the resolved config (frozen copy)
+    checkpoints/<run>/gan/{last,gan}.pt  stage 1
+    checkpoints/<run>/pairs/             pair cache (common.pair_cache)
+    checkpoints/<run>/fusion/{last,best,reid}.pt   stage 2
+    checkpoints/<run>/tb/, metrics.jsonl TensorBoard events and per-epoch records
+    checkpoints/<run>/results.json       test metrics (trained and untrained)
+
+A stage whose output is complete and current is skipped; an interrupted stage resumes
+from its ``last.pt`` (or finished shards); an output made with other settings is never
+overwritten (the error says to use another run directory).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.atomic import atomic_write_json, atomic_write_text
+from common.checkpoint import file_sha256
+from common.config import Config, dump_config
+from common.errors import UserError
+from common.pair_cache import MANIFEST, PairCache, open_pair_cache
+from common.runlog import info
+from pipelines.data import Splits
+from pipelines.partners import MemoPartners, cache_partners
+from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
+from stage1_dsgan.train import train_gan
+from stage2_fusion.evaluate import evaluate_sysu, load_reid_model
+from stage2_fusion.train import train_fusion
+
+PROTOCOL_NAMES = {"sysu": "SYSU-MM01", "demo": "demo (SYSU-MM01 layout)"}
+
+
+def write_run_config(cfg: Config, run_dir: Path) -> Path:
+    """Write ``config.toml`` into the run directory, refusing to change an existing one.
+
+    Raises:
+        UserError: the run directory holds a run made with another configuration.
+    """
+    path = Path(run_dir) / "config.toml"
+    text = dump_config(cfg)
+    if path.exists() and path.read_text() != text:
+        raise UserError(f"{run_dir} holds a run made with another configuration ({path}); pass another --run-dir")
+    if not path.exists():
+        atomic_write_text(path, text)
+    return path
+
+
+def stage_train_gan(cfg: Config, splits: Splits, run_dir: Path, device: torch.device) -> Path:
+    """Stage 1 into ``<run>/gan``; returns ``gan.pt``."""
+    return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name)
+
+
+def stage_generate_pairs(gan_path: Path, splits: Splits, out: Path, device: torch.device) -> PairCache:
+    """Pair cache for the training split (skipped when a current one exists); returns it opened."""
+    out = Path(out)
+    gan_sha = file_sha256(gan_path)
+    expected = dict(dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
+                    image_size=tuple(splits.train.images.shape[1:3]), count=len(splits.train), generator_sha256=gan_sha)
+    if (out / MANIFEST).exists():
+        cache = open_pair_cache(out, **expected)
+        info(f"generate-pairs: {out} is complete and current, skipped")
+        return cache
+    generate_pairs(gan_path, splits.train, out, device, dataset=splits.index.name, data_root=splits.index.root)
+    return open_pair_cache(out, **expected)
+
+
+def _test_partners(gan_path: str | None, gan_sha: str | None, splits: Splits, device: torch.device) -> MemoPartners:
+    if not gan_path or not Path(gan_path).is_file():
+        raise UserError(
+            f"this model translates test images with its generator {gan_path}, which is missing; pass --gan-checkpoint GAN.pt"
+        )
+    gens = load_generators(Path(gan_path), device)
+    if gan_sha and gens.sha256 != gan_sha:
+        raise UserError(f"generator {gan_path} changed since the model was trained; pass the original with --gan-checkpoint")
+    return MemoPartners(make_translator(gens, device), len(splits.test))
+
+
+def stage_train_fusion(cfg: Config, method: str, splits: Splits, cache: PairCache | None, run_dir: Path, device: torch.device) -> Path:
+    """Stage 2 into ``<run>/fusion``; returns ``reid.pt``."""
+    meta: dict[str, Any] = {"dataset": splits.index.name}
+    partners = partner_id = None
+    test_partners = None
+    if cache is not None:
+        partners = cache_partners(cache)
+        manifest = cache.manifest
+        partner_id = f"{manifest['generator_sha256']}:{manifest['data_fingerprint']}"
+        meta.update({"gan_checkpoint": manifest["generator"], "gan_sha256": manifest["generator_sha256"], "pairs": str(cache.folder)})
+    recipe = cfg.fusion.recipe(method)
+    evaluate = None
+    if recipe.eval_every and splits.test is not None:
+        from stage2_fusion.methods import METHODS
+
+        if METHODS[method][0].needs_partners:
+            if cache is None:
+                raise UserError(f"method {method} needs generated partners: pass --pairs CACHE")
+            test_partners = _test_partners(meta["gan_checkpoint"], meta["gan_sha256"], splits, device)
+
+        def evaluate(model):
+            return evaluate_sysu(model, splits.test, device, partners=test_partners, mode=cfg.eval.mode, shots=cfg.eval.shots,
+                                 trials=1, feature=cfg.eval.feature, batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
+                                 show_progress=False)
+
+    return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device, partners=partners,
+                        partner_id=partner_id, evaluate=evaluate, meta=meta)
+
+
+def stage_test(
+    checkpoint: Path,
+    splits: Splits,
+    device: torch.device,
+    *,
+    mode: str,
+    shots: int,
+    trials: int,
+    feature: str,
+    flip: bool,
+    gan_checkpoint: Path | None = None,
+    untrained: bool = False,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """Test a re-ID checkpoint with the SYSU-MM01 protocol; returns the results dict."""
+    model, meta, cfg = load_reid_model(checkpoint, device, untrained=untrained)
+    if tuple(meta["image_size"]) != tuple(splits.test.images.shape[1:3]):
+        raise ValueError("test split decoded at another size than the model's")  # callers decode at meta size
+    partners = None
+    if model.needs_partners:
+        gan = str(gan_checkpoint) if gan_checkpoint else meta.get("gan_checkpoint")
+        partners = _test_partners(gan, None if gan_checkpoint else meta.get("gan_sha256"), splits, device)
+    t0 = time.perf_counter()
+    summary = evaluate_sysu(model, splits.test, device, partners=partners, mode=mode, shots=shots, trials=trials,
+                            feature=feature, flip=flip, batch_size=batch_size, amp=cfg.fusion.amp)
+    return {
+        "dataset": splits.index.name,
+        "data_root": str(splits.index.root),
+        "dataset_fingerprint": splits.test.fingerprint,
+        "method": meta["method"],
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "untrained": untrained,
+        "direction": "infrared query -> visible gallery",
+        "device": str(device),
+        "test_seconds": round(time.perf_counter() - t0, 2),
+        **summary,
+    }
+
+
+def format_results(results: dict[str, Any], title: str | None = None) -> str:
+    """A results table in the papers' words (Rank-k, mAP, mINP as mean +/- std, percent)."""
+    name = PROTOCOL_NAMES.get(results["dataset"], results["dataset"])
+    shot = "single-shot" if results["shots"] == 1 else "multi-shot"
+    head = title or f"{name} {results['mode']}-search {shot}, {results['num_trials']} trials, {results['direction']}"
+    cols = [("Rank-1", "rank1"), ("Rank-5", "rank5"), ("Rank-10", "rank10"), ("Rank-20", "rank20"), ("mAP", "mean_ap"), ("mINP", "minp")]
+    top = "  ".join(f"{c:>13}" for c, _ in cols)
+    row = "  ".join(f"{results[k]['mean']:6.2f} ± {results[k]['std']:4.2f}" for _, k in cols)
+    return f"{head}\n{top}\n{row}"
+
+
+def run_all(
+    cfg: Config,
+    *,
+    dataset: str,
+    data_root: Path | None,
+    run_dir: Path,
+    device: torch.device,
+    method: str | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The whole pipeline into ``run_dir``; returns (and writes) ``results.json``'s content."""
+    from pipelines.data import load_splits
+    from stage2_fusion.methods import METHODS
+
+    t0 = time.perf_counter()
+    method = method or cfg.fusion.method
+    if method not in METHODS:
+        raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
+    run_dir = Path(run_dir)
+    write_run_config(cfg, run_dir)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir)
+    info(f"data: {splits.index.name} at {splits.index.root}: {len(splits.train)} training images "
+         f"({len(set(splits.train.pids.tolist()))} ids), {len(splits.test)} test images ({len(set(splits.test.pids.tolist()))} ids)")
+    cache = None
+    if METHODS[method][0].needs_partners:
+        gan_path = stage_train_gan(cfg, splits, run_dir, device)
+        cache = stage_generate_pairs(gan_path, splits, run_dir / "pairs", device)
+    else:
+        info(f"stage 1 (DSGAN) and pairs: not needed by method {method}, skipped")
+    reid = stage_train_fusion(cfg, method, splits, cache, run_dir, device)
+    e = cfg.eval
+    results = stage_test(reid, splits, device, mode=e.mode, shots=e.shots, trials=e.trials, feature=e.feature, flip=e.flip, batch_size=e.batch_size)
+    baseline = stage_test(reid, splits, device, mode=e.mode, shots=e.shots, trials=e.trials, feature=e.feature, flip=e.flip,
+                          batch_size=e.batch_size, untrained=True)
+    results["untrained_baseline"] = {k: baseline[k] for k in ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")}
+    results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    results["run_dir"] = str(run_dir)
+    atomic_write_json(run_dir / "results.json", results)
+    return results

@@ -1,0 +1,223 @@
+"""Stage 1 training: the DSGAN, unpaired, visible-gray <-> infrared.
+
+One step (CycleGAN order, Zhu et al. 2017; PyTorch-GAN cyclegan.py):
+
+1. draw ``batch_size`` visible and ``batch_size`` infrared training images independently
+   (unpaired), flip each horizontally with p = 0.5, convert to BT.601 grayscale in [-1, 1];
+2. generator step with the discriminators frozen: adversarial + 10 x cycle + 5 x identity;
+3. discriminator step on real images and on fakes drawn from a 50-image history pool.
+
+Adam (2e-4, betas 0.5/0.999) for both generators together and both discriminators
+together; learning rate constant until ``decay_start_epoch`` then linearly to 0 at
+``epochs``. A checkpoint ``last.pt`` is written atomically after every epoch and every
+epoch is seeded from (seed, epoch), so a killed run resumes to the same weights. The
+final generators go to ``gan.pt``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from common.array_cache import ArraySplit
+from common.augment import to_float_images, to_gan_domain
+from common.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
+from common.config import Config, config_section_dict, digest
+from common.errors import UserError
+from common.runlog import RunLog, info, progress_bar
+from common.runtime import autocast, epoch_seed, seed_everything
+from stage1_dsgan.image_pool import ImagePool
+from stage1_dsgan.losses import discriminator_loss, generator_loss
+from stage1_dsgan.networks import DSGAN, build_dsgan
+
+FINAL_NAME = "gan.pt"
+LAST_NAME = "last.pt"
+LOG_EVERY = 10
+
+
+def gan_stage_key(cfg: Config, data_fingerprint: str) -> str:
+    """Identity of a GAN training: its config section, image size and training data."""
+    return digest({"gan": config_section_dict(cfg.gan), "size": [cfg.data.height, cfg.data.width], "data": data_fingerprint})
+
+
+def _flip_random(x: torch.Tensor) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def _lr_lambda(epochs: int, decay_start: int):
+    span = max(1, epochs - decay_start)
+    return lambda epoch: 1.0 - max(0, epoch - decay_start) / span
+
+
+def _sample_grid(model: DSGAN, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+    """Rows: visible-gray, generated IR, cycled visible, real IR, generated visible, cycled IR."""
+    with torch.no_grad():
+        fake_ir = model.g_vis2ir(vis)
+        fake_vis = model.g_ir2vis(ir)
+        rows = [vis, fake_ir, model.g_ir2vis(fake_ir), ir, fake_vis, model.g_vis2ir(fake_vis)]
+    grid = torch.cat([r.float().cpu() for r in rows])
+    return make_grid(grid.add(1).div(2).clamp(0, 1), nrow=vis.shape[0])
+
+
+def train_gan(
+    cfg: Config,
+    train: ArraySplit,
+    out_dir: Path,
+    device: torch.device,
+    *,
+    dataset: str,
+) -> Path:
+    """Train the DSGAN on a training split, resuming or skipping as the run dir allows.
+
+    Args:
+        cfg: resolved config (uses ``cfg.gan`` and ``cfg.data``).
+        train: the training split (uint8 (N, H, W, 3) with ``is_ir``).
+        out_dir: the stage folder (``<run>/gan``); receives ``last.pt``, ``gan.pt``, logs.
+        device: training device.
+        dataset: dataset name recorded in the checkpoint.
+
+    Returns:
+        Path of ``gan.pt``.
+
+    Raises:
+        UserError: a split without both modalities; an existing checkpoint in ``out_dir``
+            made with other settings or data.
+    """
+    g = cfg.gan
+    out_dir = Path(out_dir)
+    final, last = out_dir / FINAL_NAME, out_dir / LAST_NAME
+    key = gan_stage_key(cfg, train.fingerprint)
+    if final.exists():
+        done = load_checkpoint(final, "dsgan")
+        if done.get("stage_key") == key:
+            info(f"stage 1 (DSGAN): {final} is complete and current, skipped")
+            return final
+        raise UserError(f"{final} was trained with other settings or data; use another --run-dir or delete {out_dir}")
+
+    vis_idx = np.flatnonzero(~train.is_ir)
+    ir_idx = np.flatnonzero(train.is_ir)
+    if len(vis_idx) == 0 or len(ir_idx) == 0:
+        raise UserError("the GAN needs visible and infrared training images; the training split lacks one modality")
+
+    seed_everything(g.seed)
+    model = build_dsgan(g).to(device)
+    opt_g = torch.optim.Adam(itertools.chain(*(m.parameters() for m in model.generators())), lr=g.lr, betas=(g.beta1, g.beta2))
+    opt_d = torch.optim.Adam(itertools.chain(*(m.parameters() for m in model.discriminators())), lr=g.lr, betas=(g.beta1, g.beta2))
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(g.epochs, g.decay_start_epoch))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_lambda(g.epochs, g.decay_start_epoch))
+    use_fp16 = g.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
+    pool_ir, pool_vis = ImagePool(g.pool_size), ImagePool(g.pool_size)
+    start_epoch = 0
+    if last.exists():
+        state = load_checkpoint(last, "dsgan", map_location=device)
+        if state.get("stage_key") != key:
+            raise UserError(f"{last} belongs to a GAN run with other settings or data; use another --run-dir or delete {out_dir}")
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sched_g.load_state_dict(state["sched_g"])
+        sched_d.load_state_dict(state["sched_d"])
+        scaler.load_state_dict(state["scaler"])
+        pool_ir.load_state_dict(state["pool_ir"], device)
+        pool_vis.load_state_dict(state["pool_vis"], device)
+        start_epoch = state["epoch"]
+        info(f"stage 1 (DSGAN): resuming from {last} after epoch {start_epoch}")
+
+    steps = g.steps_per_epoch or max(1, max(len(vis_idx), len(ir_idx)) // g.batch_size)
+    total_images = (g.epochs - start_epoch) * steps * 2 * g.batch_size
+    model.train()
+    with RunLog(out_dir.parent, "gan") as log, progress_bar(total_images, "stage 1 DSGAN", unit="img") as advance:
+        for epoch in range(start_epoch, g.epochs):
+            seed = epoch_seed(g.seed, epoch)
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            sums = torch.zeros(5, device=device)
+            t0 = time.perf_counter()
+            for step in range(steps):
+                global_step = epoch * steps + step
+                vis_u8 = torch.from_numpy(train.images[np.sort(rng.choice(vis_idx, g.batch_size))])
+                ir_u8 = torch.from_numpy(train.images[np.sort(rng.choice(ir_idx, g.batch_size))])
+                vis = to_gan_domain(_flip_random(to_float_images(vis_u8, device)))
+                ir = to_gan_domain(_flip_random(to_float_images(ir_u8, device)))
+
+                # generator step, discriminators frozen
+                for d in model.discriminators():
+                    d.requires_grad_(False)
+                with autocast(device, g.amp):
+                    fake_ir = model.g_vis2ir(vis)
+                    fake_vis = model.g_ir2vis(ir)
+                    losses = generator_loss(
+                        d_ir_on_fake_ir=model.d_ir(fake_ir),
+                        d_vis_on_fake_vis=model.d_vis(fake_vis),
+                        vis=vis, ir=ir,
+                        cycled_vis=model.g_ir2vis(fake_ir),
+                        cycled_ir=model.g_vis2ir(fake_vis),
+                        identity_vis=model.g_ir2vis(vis) if g.lambda_identity > 0 else vis,
+                        identity_ir=model.g_vis2ir(ir) if g.lambda_identity > 0 else ir,
+                        lambda_cycle=g.lambda_cycle,
+                        lambda_identity=g.lambda_identity,
+                    )
+                opt_g.zero_grad(set_to_none=True)
+                scaler.scale(losses["total"]).backward()
+                scaler.step(opt_g)
+
+                # discriminator step on real images and pooled fakes
+                for d in model.discriminators():
+                    d.requires_grad_(True)
+                with autocast(device, g.amp):
+                    loss_d_ir = discriminator_loss(model.d_ir(ir), model.d_ir(pool_ir.query(fake_ir)))
+                    loss_d_vis = discriminator_loss(model.d_vis(vis), model.d_vis(pool_vis.query(fake_vis)))
+                opt_d.zero_grad(set_to_none=True)
+                scaler.scale(loss_d_ir + loss_d_vis).backward()
+                scaler.step(opt_d)
+                scaler.update()
+
+                sums += torch.stack([losses["adv"], losses["cycle"], losses["identity"], loss_d_ir, loss_d_vis]).detach().float()
+                if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
+                    n = step + 1
+                    adv, cyc, idt, dir_, dvis = (sums / n).tolist()  # one sync per LOG_EVERY steps
+                    advance(0, postfix=f"epoch {epoch + 1}/{g.epochs} cyc {cyc:.3f} adv {adv:.3f}")
+                if g.image_every and global_step % g.image_every == 0:
+                    log.image_grid("vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, vis[:4], ir[:4]), global_step)
+                advance(2 * g.batch_size)
+
+            adv, cyc, idt, dir_, dvis = (sums / steps).tolist()
+            elapsed = time.perf_counter() - t0
+            log.scalars(
+                (epoch + 1) * steps,
+                {"loss_g_adv": adv, "loss_cycle": cyc, "loss_identity": idt, "loss_d_ir": dir_, "loss_d_vis": dvis,
+                 "lr": opt_g.param_groups[0]["lr"], "images_per_s": 2 * g.batch_size * steps / elapsed},
+                epoch=epoch + 1,
+            )
+            sched_g.step()
+            sched_d.step()
+            save_checkpoint(last, "dsgan", {
+                "stage_key": key, "epoch": epoch + 1, "config": config_section_dict(cfg),
+                "model": model.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "scaler": scaler.state_dict(),
+                "pool_ir": pool_ir.state_dict(), "pool_vis": pool_vis.state_dict(), "rng": capture_rng_state(),
+            })
+        model.eval()
+        log.image_grid("final_vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, vis[:4], ir[:4]), g.epochs * steps)
+
+    save_checkpoint(final, "dsgan", {
+        "stage_key": key,
+        "config": config_section_dict(cfg),
+        "gan": config_section_dict(g),
+        "image_size": [cfg.data.height, cfg.data.width],
+        "dataset": dataset,
+        "data_fingerprint": train.fingerprint,
+        "g_vis2ir": model.g_vis2ir.state_dict(),
+        "g_ir2vis": model.g_ir2vis.state_dict(),
+        "d_ir": model.d_ir.state_dict(),
+        "d_vis": model.d_vis.state_dict(),
+    })
+    info(f"stage 1 (DSGAN): wrote {final}")
+    return final

@@ -1,0 +1,134 @@
+"""The AGW two-stream backbone: modality-specific stems, shared ResNet body, non-local blocks.
+
+Ye et al., AGW (TPAMI 2021), Sec. 4.1 and mangye16/Cross-Modal-Re-ID-baseline:model.py
+(``visible_module``, ``thermal_module``, ``base_resnet``, ``non_layers = [0, 2, 3, 0]``):
+
+* each modality has its own stem (conv1, bn1, relu, maxpool);
+* layer1..layer4 are shared; layer4 has stride 1 (output (H/16, W/16), 18 x 9 at
+  288 x 144);
+* non-local blocks run after the last ``nonlocal_blocks[s]`` bottlenecks of stage s
+  (AGW: after blocks 2, 3 of layer2 and 3, 4, 5 of layer3).
+
+Module names: ``stems.<modality>.conv1``, ``layer3.4.conv2``, ``nonlocal_layer3.1`` (the
+second non-local block of layer3, after ``layer3.4``): tests check placement by name.
+Parameter names of the stems and layers match torchvision's ResNet-50, so ImageNet weights
+load into both stems and the shared body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from common.resnet import Stem, init_resnet_, load_into, load_resnet50_state, make_layers, resolve_pretrained, stage_channels
+from stage2_fusion.layers import NonLocalBlock
+
+StageHook = Callable[[torch.Tensor], torch.Tensor]
+
+
+class AGWBackbone(nn.Module):
+    """Modality-specific stems + shared ResNet body with non-local blocks.
+
+    Args:
+        stems: names of the input streams that get their own stem (AGW: ``("vis", "ir")``).
+        layers: bottlenecks per stage ((3, 4, 6, 3) = ResNet-50).
+        base_width: stem width w (64 = ResNet-50); output channels ``32 * w``.
+        last_stride: layer4 stride (AGW: 1).
+        nonlocal_blocks: non-local blocks after the last n bottlenecks of each stage.
+        nonlocal_inter_channels: see :class:`stage2_fusion.layers.NonLocalBlock`.
+
+    Shapes:
+        ``forward({"vis": (Bv, 3, H, W), "ir": (Bi, 3, H, W)})`` -> (Bv + Bi, 32w, H/16, W/16)
+        with rows in the order the dict lists the streams (visible first).
+    """
+
+    def __init__(
+        self,
+        stems: Sequence[str] = ("vis", "ir"),
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        base_width: int = 64,
+        last_stride: int = 1,
+        nonlocal_blocks: tuple[int, ...] = (0, 2, 3, 0),
+        nonlocal_inter_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        self.stems = nn.ModuleDict({name: Stem(base_width) for name in stems})
+        self.layer1, self.layer2, self.layer3, self.layer4 = make_layers(base_width, tuple(layers), last_stride)
+        self.out_channels = stage_channels(base_width)[-1]
+        init_resnet_(self)
+        # non-local blocks, and after which bottleneck index each one runs
+        self.nonlocal_after: dict[str, list[int]] = {}
+        for stage, (n_nl, n_blocks, channels) in enumerate(zip(nonlocal_blocks, layers, stage_channels(base_width)), start=1):
+            name = f"nonlocal_layer{stage}"
+            setattr(self, name, nn.ModuleList(NonLocalBlock(channels, nonlocal_inter_channels) for _ in range(n_nl)))
+            self.nonlocal_after[f"layer{stage}"] = list(range(n_blocks - n_nl, n_blocks))
+
+    def _run_stage(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        layer: nn.Sequential = getattr(self, f"layer{stage}")
+        nl_blocks: nn.ModuleList = getattr(self, f"nonlocal_layer{stage}")
+        after = self.nonlocal_after[f"layer{stage}"]
+        for i, block in enumerate(layer):
+            x = block(x)
+            if i in after:
+                x = nl_blocks[after.index(i)](x)
+        return x
+
+    def forward_stems(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each stream through its own stem, concatenated along the batch: (B, w, H/4, W/4)."""
+        unknown = set(inputs) - set(self.stems)
+        if unknown:
+            raise ValueError(f"no stem for streams {sorted(unknown)}; this backbone has {list(self.stems)}")
+        return torch.cat([self.stems[name](x) for name, x in inputs.items()], dim=0)
+
+    def forward_body(self, x: torch.Tensor, after_layer3: StageHook | None = None, after_layer4: StageHook | None = None) -> torch.Tensor:
+        """Shared layer1..layer4 (with non-local blocks); optional hooks after layer3/4.
+
+        Shapes: (B, w, H/4, W/4) -> (B, 32w, H/16, W/16).
+        """
+        x = self._run_stage(1, x)  # (B, 4w, H/4, W/4)
+        x = self._run_stage(2, x)  # (B, 8w, H/8, W/8)
+        x = self._run_stage(3, x)  # (B, 16w, H/16, W/16)
+        if after_layer3 is not None:
+            x = after_layer3(x)
+        x = self._run_stage(4, x)  # (B, 32w, H/16, W/16) at last stride 1
+        if after_layer4 is not None:
+            x = after_layer4(x)
+        return x
+
+    def forward(self, inputs: dict[str, torch.Tensor], after_layer3: StageHook | None = None, after_layer4: StageHook | None = None) -> torch.Tensor:
+        return self.forward_body(self.forward_stems(inputs), after_layer3, after_layer4)
+
+    def load_imagenet(self, spec: str) -> int:
+        """Load ImageNet ResNet-50 weights (path, "imagenet" or "none") into every stem and
+        the shared body; non-local blocks keep their (identity) initialisation.
+
+        Returns:
+            Number of tensors loaded.
+
+        Raises:
+            UserError: missing file or a backbone that is not ResNet-50 sized.
+        """
+        path = resolve_pretrained(spec)
+        if path is None:
+            return 0
+        state = load_resnet50_state(path)
+        loaded = load_into(self, state, {f"layer{i}.": f"layer{i}." for i in range(1, 5)}, "re-ID backbone")
+        for name in self.stems:
+            loaded += load_into(self, state, {"conv1.": f"stems.{name}.conv1.", "bn1.": f"stems.{name}.bn1."}, "re-ID backbone")
+        return loaded
+
+
+def build_backbone(backbone_cfg, stems: Sequence[str] = ("vis", "ir")) -> AGWBackbone:
+    """An :class:`AGWBackbone` from a :class:`common.config.BackboneConfig`, pretrained if asked."""
+    model = AGWBackbone(
+        stems,
+        tuple(backbone_cfg.layers),
+        backbone_cfg.base_width,
+        backbone_cfg.last_stride,
+        tuple(backbone_cfg.nonlocal_blocks),
+        backbone_cfg.nonlocal_inter_channels,
+    )
+    model.load_imagenet(backbone_cfg.pretrained)
+    return model

@@ -1,0 +1,180 @@
+"""Stage 2 evaluation: extract test features once, then score every protocol trial.
+
+Features are extracted for the union of all trials' query and gallery images (each image
+once), in batches of one modality, with the generated partner of each image when the
+method needs one (TSME translates test images too). A trial's score matrix is the inner
+product of L2-normalised features (cosine similarity); the ranking metrics take its
+negative as the distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.array_cache import ArraySplit
+from common.augment import imagenet_normalize, to_float_images
+from common.errors import UserError
+from common.metrics import evaluate_ranking, summarize
+from common.protocols import sysu_ignore_mask, sysu_trials
+from common.runlog import progress_bar
+from common.runtime import autocast
+
+# partners(indices, images uint8 (B, H, W, 3), is_ir bool (B,)) -> uint8 (B, H, W, 3)
+PartnerSource = Callable[[np.ndarray, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    split: ArraySplit,
+    indices: np.ndarray,
+    device: torch.device,
+    *,
+    partners: PartnerSource | None = None,
+    feature: str = "post",
+    flip: bool = False,
+    batch_size: int = 128,
+    amp: bool = True,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """L2-normalised features of ``split`` images ``indices``.
+
+    Args:
+        model: a stage-2 method model (``extract`` method); put in eval mode here.
+        split: the decoded split.
+        indices: int64 (N,) rows of ``split`` to embed.
+        device: where the model runs.
+        partners: source of generated partners; required when ``model.needs_partners``.
+        feature: "pre" or "post" BNNeck feature.
+        flip: average with the horizontally flipped image's feature (and partner's).
+        batch_size: images per forward pass.
+
+    Returns:
+        float32 (N, D) array, rows L2-normalised, in the order of ``indices``.
+
+    Raises:
+        ValueError: a method that needs partners got none.
+    """
+    if model.needs_partners and partners is None:
+        raise ValueError(f"method {model.method} needs generated partners at test time")
+    model.eval()
+    indices = np.asarray(indices, dtype=np.int64)
+    out = None
+    modality_ir = split.is_ir[indices]
+    with progress_bar(len(indices), "extracting features", unit="img") if show_progress else _null_advance() as advance:
+        for ir_flag in (False, True):
+            rows = np.flatnonzero(modality_ir == ir_flag)
+            name = "ir" if ir_flag else "vis"
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                idx = indices[chunk]
+                order = np.argsort(idx)  # memmap reads in file order
+                images_u8 = torch.from_numpy(np.ascontiguousarray(split.images[idx[order]]))
+                x = imagenet_normalize(to_float_images(images_u8, device))
+                inputs = {name: x}
+                pair = None
+                if model.needs_partners:
+                    p_u8 = partners(idx[order], images_u8, torch.full((len(idx),), ir_flag))
+                    pair = {name: imagenet_normalize(to_float_images(p_u8, device))}
+                with autocast(device, amp):
+                    feats = model.extract(inputs, pair, feature).float()
+                    if flip:
+                        flipped_pair = None if pair is None else {name: pair[name].flip(-1)}
+                        feats = torch.nn.functional.normalize(feats + model.extract({name: x.flip(-1)}, flipped_pair, feature).float(), dim=1)
+                feats = feats.cpu().numpy()
+                if out is None:
+                    out = np.empty((len(indices), feats.shape[1]), dtype=np.float32)
+                out[chunk[order]] = feats
+                advance(len(chunk))
+    return out
+
+
+class _null_advance:
+    def __enter__(self):
+        return lambda *a, **k: None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def evaluate_sysu(
+    model: nn.Module,
+    test: ArraySplit,
+    device: torch.device,
+    *,
+    partners: PartnerSource | None = None,
+    mode: str = "all",
+    shots: int = 1,
+    trials: int = 10,
+    feature: str = "post",
+    flip: bool = False,
+    batch_size: int = 128,
+    amp: bool = True,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """SYSU-MM01 protocol on a test split (SYSU-MM01 or the demo dataset).
+
+    Queries: all infrared test images; gallery: ``shots`` random images per identity per
+    visible camera (cams 1, 2, 4, 5 in all-search, 1, 2 in indoor-search), trial t drawn
+    with seed t as in the AGW code; camera-3 queries ignore camera-2 gallery images.
+
+    Returns:
+        :func:`common.metrics.summarize` of the trials (percent, mean/std, per trial) plus
+        ``protocol``, ``mode``, ``shots``, ``num_trials``, ``num_query`` and ``feature``.
+    """
+    trial_list = sysu_trials(test.pids, test.cams, mode=mode, shots=shots, num_trials=trials)
+    needed = np.unique(np.concatenate([trial_list[0].query] + [t.gallery for t in trial_list]))
+    feats = extract_features(model, test, needed, device, partners=partners, feature=feature, flip=flip,
+                             batch_size=batch_size, amp=amp, show_progress=show_progress)
+    if not np.isfinite(feats).all():
+        raise UserError("the model produces NaN/inf features on test images: its training diverged; retrain with a lower learning rate")
+    row_of = np.full(len(test), -1, dtype=np.int64)
+    row_of[needed] = np.arange(len(needed))
+    results = []
+    for trial in trial_list:
+        q, g = feats[row_of[trial.query]], feats[row_of[trial.gallery]]
+        dist = -(q @ g.T)  # (Q, G), lower = more similar
+        ignore = trial.ignore if trial.ignore is not None else sysu_ignore_mask(test.cams[trial.query], test.cams[trial.gallery])
+        results.append(evaluate_ranking(dist, test.pids[trial.query], test.pids[trial.gallery], ignore=ignore))
+    summary = summarize(results)
+    summary.update({
+        "protocol": "sysu-random-gallery (AGW)", "mode": mode, "shots": shots, "num_trials": trials,
+        "num_query": int(len(trial_list[0].query)), "feature": feature, "flip": flip,
+    })
+    return summary
+
+
+def load_reid_model(path, device: torch.device, *, untrained: bool = False):
+    """Rebuild a stage-2 model from ``reid.pt`` / ``best.pt`` / ``last.pt``.
+
+    Args:
+        path: the checkpoint.
+        device: where to put the model.
+        untrained: build the same architecture with its seeded initial weights instead of
+            the trained ones (the "untrained network" baseline).
+
+    Returns:
+        (model in eval mode, checkpoint dict without the large state entries, Config).
+
+    Raises:
+        UserError: missing file or not a re-ID checkpoint.
+    """
+    from common.checkpoint import load_checkpoint
+    from common.config import config_from_dict
+    from common.runtime import seed_everything
+    from stage2_fusion.methods import build_method
+
+    state = load_checkpoint(path, "reid")
+    cfg = config_from_dict(state["config"])
+    seed_everything(cfg.fusion.seed)
+    model, _ = build_method(state["method"], cfg, state["num_classes"])
+    if not untrained:
+        model.load_state_dict(state["model"])
+    model = model.to(device).to(memory_format=torch.channels_last).eval()
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "scaler", "rng")}
+    return model, meta, cfg

@@ -1,0 +1,105 @@
+"""TSME stage 2 on the AGW backbone: real and generated streams, PwIF, IAI heads.
+
+TSME (Liu et al., TCSVT 2022) runs four ImageNet ResNet-50s (real/generated x
+visible/infrared). Here each stream is an AGW backbone (modality-specific stems, shared
+body, non-local blocks): the *real* stream sees the real images, the *generated* stream
+their generated partners (its stems are keyed by the source image's modality, as TSME's
+visible network takes the fake infrared of visible images). Fusion, heads and loss follow
+:mod:`stage2_fusion.fusion`:
+
+    total = sum over the 10 heads of [ id_weight * CE + hc_weight * HC(l2norm(embedding)) ]
+
+(TSME train.py: all weights 1, HC weight 0.5.) When ``wrt_weight > 0`` an AGW-style WRT
+on the GeM-pooled fused map is added (not in TSME; off in the paper profile).
+
+Test descriptor (TSME test.py): the 6 fused-stripe embeddings after their BN, each
+L2-normalised, concatenated (6 x 512 = 3072-d) for ``feature = "post"``; the 6 pooled
+fused stripes, each L2-normalised (6 x C) for ``"pre"``. The concatenation is normalised
+once more so that the inner product is a cosine in [-1, 1] (ranking unchanged).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stage2_fusion.backbone import build_backbone
+from stage2_fusion.fusion import StripeHeads, modality_gate, pwif, stripes
+from stage2_fusion.layers import GeM
+from stage2_fusion.losses import hetero_centre_loss, identity_loss, wrt_loss
+
+
+class TSMENet(nn.Module):
+    """TSME fusion network.
+
+    Shapes:
+        ``forward(inputs, partners)``: inputs and partners {"vis": (Bv, 3, H, W),
+        "ir": (Bi, 3, H, W)} normalised images (partners[m] = generated partner of
+        inputs[m]) -> dict: ``embeddings`` (10, B, embed_dim) and ``logits``
+        (10, B, num_classes) for heads [6 fused, 2 real (IAI), 2 generated (IAI)],
+        ``feat_pre_bn`` (B, C) GeM of the fused map; rows visible first.
+    """
+
+    method = "tsme"
+    needs_partners = True
+
+    def __init__(self, cfg, num_classes: int) -> None:
+        super().__init__()
+        f = cfg.fusion
+        self.real = build_backbone(f.backbone, ("vis", "ir"))
+        self.generated = build_backbone(f.backbone, ("vis", "ir"))
+        channels = self.real.out_channels
+        self.num_stripes = f.num_stripes
+        self.fused_heads = StripeHeads(f.num_stripes, channels, f.embed_dim, num_classes)
+        self.real_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
+        self.generated_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
+        self.gem = GeM(3.0)
+
+    def head_modules(self) -> list[nn.Module]:
+        """Modules trained at the full learning rate (TSME: feature and class blocks)."""
+        return [self.fused_heads, self.real_heads, self.generated_heads]
+
+    def _fused(self, inputs, partners) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if partners is None or set(partners) != set(inputs):
+            raise ValueError("TSME needs a generated partner for every input stream")
+        f_real = self.real(inputs, after_layer3=modality_gate, after_layer4=modality_gate)  # (B, C, h, w)
+        f_gen = self.generated({m: partners[m] for m in inputs})  # (B, C, h, w)
+        return pwif(f_real, f_gen), f_real, f_gen
+
+    def forward(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        fused, f_real, f_gen = self._fused(inputs, partners)
+        emb_f, log_f = self.fused_heads(fused)  # (6, B, d), (6, B, classes)
+        emb_r, log_r = self.real_heads(f_real)  # (2, B, d): real vis and real IR share these heads
+        emb_g, log_g = self.generated_heads(f_gen)  # (2, B, d): generated IR and generated vis
+        return {
+            "embeddings": torch.cat([emb_f, emb_r, emb_g]),
+            "logits": torch.cat([log_f, log_r, log_g]),
+            "feat_pre_bn": self.gem(fused),
+        }
+
+    @torch.no_grad()
+    def extract(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None, feature: str = "post") -> torch.Tensor:
+        """L2-normalised test descriptors (B, 6 * embed_dim) or (B, 6 * C), float32."""
+        fused, _, _ = self._fused(inputs, partners)
+        if feature == "post":
+            parts = self.fused_heads(fused)[0].transpose(0, 1)  # (B, 6, d)
+        else:
+            parts = stripes(fused, self.num_stripes)  # (B, 6, C)
+        parts = F.normalize(parts.float(), dim=2)
+        return F.normalize(parts.flatten(1), dim=1)
+
+
+def tsme_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: torch.Tensor, recipe) -> dict[str, torch.Tensor]:
+    """Sum over heads of ID + hc_weight * HC (+ wrt_weight * WRT on the fused GeM feature)."""
+    logits, embeddings = outputs["logits"], outputs["embeddings"]
+    n_heads = logits.shape[0]
+    loss_id = sum(identity_loss(logits[h], labels) for h in range(n_heads))
+    loss_hc = sum(hetero_centre_loss(F.normalize(embeddings[h].float(), dim=1), labels, is_ir) for h in range(n_heads))
+    total = recipe.id_weight * loss_id + recipe.hc_weight * loss_hc
+    terms = {"id": loss_id, "hc": loss_hc}
+    if recipe.wrt_weight > 0:
+        terms["wrt"], _ = wrt_loss(outputs["feat_pre_bn"], labels)
+        total = total + recipe.wrt_weight * terms["wrt"]
+    acc = (logits[0].argmax(dim=1) == labels).float().mean()
+    return {**terms, "total": total, "acc": acc}

@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from stage2_fusion.losses import hetero_centre_loss, pairwise_euclidean, wrt_loss
+
+
+def test_wrt_matches_hand_computation_on_two_ids_by_two():
+    # 1-D features 0, 1 (id 0) and 3, 4 (id 1). By symmetry anchors 0/3 and 1/2 agree.
+    # Anchor 0: positives at d = 1e-6 (itself, sqrt of the 1e-12 clamp) and 1:
+    #   w+ = softmax(d) -> furthest positive fp = (1e-6 e^(1e-6-1) + 1) / (e^(1e-6-1) + 1 + 1e-6) = 0.731058
+    #   negatives at 3, 4: w- = softmax(-d) -> cn = (3 e^-3 + 4 e^-4) / (e^-3 + e^-4 + 1e-6) = 3.268893
+    #   loss = log(1 + exp(fp - cn)) = 0.076069
+    # Anchor 1: same fp; negatives at 2, 3 -> cn = 2.268929, loss = 0.194611
+    # mean over the four anchors = (0.076069 + 0.194611) / 2 = 0.135340
+    x = torch.tensor([[0.0], [1.0], [3.0], [4.0]])
+    loss, correct = wrt_loss(x, torch.tensor([0, 0, 1, 1]))
+    assert loss.item() == pytest.approx(0.135340, abs=1e-5)
+    assert correct.item() == 4
+
+
+def test_wrt_is_invariant_to_batch_order_and_drops_when_ids_separate():
+    torch.manual_seed(0)
+    x = torch.randn(8, 5)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    perm = torch.randperm(8)
+    assert wrt_loss(x, y)[0].item() == pytest.approx(wrt_loss(x[perm], y[perm])[0].item(), rel=1e-6)
+    separated = x * 0.01 + 10 * torch.nn.functional.one_hot(y, 5).float()
+    assert wrt_loss(separated, y)[0] < 1e-3 < wrt_loss(x, y)[0]
+
+
+def test_pairwise_euclidean():
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    d = pairwise_euclidean(x)
+    assert d[0, 1].item() == pytest.approx(5.0) and d[0, 0].item() == pytest.approx(1e-6)
+
+
+def test_hetero_centre_hand_computation():
+    # id 0: visible [1,0], [0,1] -> centre (0.5, 0.5); infrared [1,1] -> ||.||^2 = 0.5
+    # id 1: visible [2,0]; infrared [0,0], [0,2] -> centre (0, 1); ||(2, -1)||^2 = 5
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 0, 1, 0, 1, 1])
+    is_ir = torch.tensor([False, False, False, True, True, True])
+    assert hetero_centre_loss(emb, labels, is_ir).item() == pytest.approx(5.5)
+    # an identity seen in one modality only contributes nothing
+    labels2 = torch.tensor([0, 0, 2, 0, 1, 1])
+    assert hetero_centre_loss(emb, labels2, is_ir).item() == pytest.approx(0.5)
