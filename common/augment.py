@@ -71,6 +71,8 @@ class ReidTrainAugment(nn.Module):
         erasing_p: random erasing probability (applied after normalisation with value 0,
             i.e. the ImageNet mean colour; 0 disables it).
         channel_aug: CAJ random channel exchange on visible images (p = 0.5).
+        gray_mix_p: probability that a visible image is replaced by a random projection of
+            its RGB channels (see :func:`random_gray_mix`); 0 disables it.
 
     Shapes:
         ``forward(images, partners=None, is_visible=None)``: images (B, 3, H, W) float in
@@ -78,7 +80,8 @@ class ReidTrainAugment(nn.Module):
         erasing; returns (images, partners) normalised with ImageNet statistics.
     """
 
-    def __init__(self, size: tuple[int, int], pad: int = 10, flip_p: float = 0.5, erasing_p: float = 0.0, channel_aug: bool = False) -> None:
+    def __init__(self, size: tuple[int, int], pad: int = 10, flip_p: float = 0.5, erasing_p: float = 0.0, channel_aug: bool = False,
+                 gray_mix_p: float = 0.0) -> None:
         super().__init__()
         geometric: list[nn.Module] = []
         if pad > 0:
@@ -88,6 +91,7 @@ class ReidTrainAugment(nn.Module):
         self.geometric = nn.Sequential(*geometric)
         self.erasing = KA.RandomErasing(p=erasing_p, value=0.0) if erasing_p > 0 else None
         self.channel_aug = channel_aug
+        self.gray_mix_p = gray_mix_p
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, partners: torch.Tensor | None = None, is_visible: torch.Tensor | None = None):
@@ -95,6 +99,8 @@ class ReidTrainAugment(nn.Module):
             raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
         if self.channel_aug and is_visible is not None:
             images = _random_channel_exchange(images, is_visible)
+        if self.gray_mix_p > 0 and is_visible is not None:
+            images = random_gray_mix(images, is_visible, self.gray_mix_p)
         stacked = images if partners is None else torch.cat([images, partners], dim=1)  # (B, 3 or 6, H, W)
         stacked = self.geometric(stacked) if len(self.geometric) else stacked
         mean = stacked.new_tensor(IMAGENET_MEAN * (stacked.shape[1] // 3)).view(1, -1, 1, 1)
@@ -116,3 +122,25 @@ def _random_channel_exchange(images: torch.Tensor, is_visible: torch.Tensor) -> 
     apply = (torch.rand(batch, device=images.device) < 0.5) & is_visible.to(images.device)
     chosen = images.gather(1, pick.view(batch, 1, 1, 1).expand(-1, 1, *images.shape[2:])).expand(-1, 3, -1, -1)
     return torch.where(apply.view(batch, 1, 1, 1), chosen, images)
+
+
+def random_gray_mix(images: torch.Tensor, is_visible: torch.Tensor, p: float) -> torch.Tensor:
+    """Random-projection grayscale of visible images (ours; extends CAJ's channel exchange).
+
+    With probability ``p`` a visible image becomes g = w . (R, G, B) with w uniform in
+    [-1, 1]^3 drawn per image, min-max rescaled to [0, 1] and replicated to 3 channels.
+    CAJ (Ye et al., ICCV 2021) replaces an image by one of its 3 channels; a random
+    projection gives every garment colour a random brightness, as infrared imaging gives
+    every garment material a brightness unrelated to its colour, so the network cannot
+    identify people by colour alone and must use shape and texture, which both modalities
+    share. Infrared images are unchanged.
+
+    Shapes: images (B, 3, H, W) float [0, 1], is_visible (B,) bool -> (B, 3, H, W) float [0, 1].
+    """
+    batch = images.shape[0]
+    apply = (torch.rand(batch, device=images.device) < p) & is_visible.to(images.device)
+    w = torch.rand(batch, 3, 1, 1, device=images.device) * 2 - 1
+    gray = (images * w).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    lo, hi = gray.amin(dim=(2, 3), keepdim=True), gray.amax(dim=(2, 3), keepdim=True)
+    gray = ((gray - lo) / (hi - lo).clamp_min(1e-6)).expand(-1, 3, -1, -1)
+    return torch.where(apply.view(batch, 1, 1, 1), gray, images)

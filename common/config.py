@@ -132,9 +132,10 @@ class RecipeConfig:
         momentum, weight_decay, nesterov: SGD settings.
         warmup_epochs: linear warm-up, lr * (epoch + 1) / warmup_epochs (AGW).
         milestones, gamma: step decay epochs and factor.
-        pad, flip_p, erasing_p, channel_aug: augmentation (zero-pad + random crop,
-            horizontal flip probability, random erasing probability, CAJ channel
-            augmentation on/off).
+        pad, flip_p, erasing_p, channel_aug, gray_mix_p: augmentation (zero-pad + random
+            crop, horizontal flip probability, random erasing probability, CAJ channel
+            exchange on/off, probability of the random-projection grayscale of visible
+            images, :func:`common.augment.random_gray_mix`).
         id_weight, wrt_weight, hc_weight: loss weights (identity cross-entropy,
             weighted-regularisation triplet, hetero-centre).
         eval_every: evaluate on trial 0 every n epochs (0 = only at the end).
@@ -157,6 +158,7 @@ class RecipeConfig:
     flip_p: float = 0.5
     erasing_p: float = 0.0
     channel_aug: bool = False
+    gray_mix_p: float = 0.0
     id_weight: float = 1.0
     wrt_weight: float = 1.0
     hc_weight: float = 0.0

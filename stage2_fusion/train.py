@@ -133,7 +133,8 @@ def train_fusion(
     model, loss_fn, optimizer, _ = build_for_training(cfg, method, sampler.num_classes, device)
     if model.needs_partners and partners is None:
         raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (from pipeline generate-pairs)")
-    augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug)
+    augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug,
+                               recipe.gray_mix_p)
     use_fp16 = cfg.fusion.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
     start_epoch, best_rank1 = 0, -1.0

@@ -47,3 +47,23 @@ def test_channel_exchange_only_touches_visible_images():
     assert 0 < changed.sum() < 32
     for i in torch.nonzero(changed).flatten():
         assert torch.allclose(x[i, 0], x[i, 1], atol=1e-5) and torch.allclose(x[i, 1], x[i, 2], atol=1e-5)
+
+
+def test_random_gray_mix_projects_visible_images_only():
+    from common.augment import random_gray_mix
+
+    torch.manual_seed(2)
+    images = torch.rand(64, 3, 6, 5)
+    is_visible = torch.arange(64) % 2 == 0
+    out = random_gray_mix(images, is_visible, p=1.0)
+    assert torch.equal(out[~is_visible], images[~is_visible])
+    vis_out, vis_in = out[is_visible], images[is_visible]
+    assert torch.equal(vis_out[:, 0], vis_out[:, 1]) and torch.equal(vis_out[:, 1], vis_out[:, 2])
+    assert torch.allclose(vis_out.amin(dim=(1, 2, 3)), torch.zeros(32), atol=1e-6)
+    assert torch.allclose(vis_out.amax(dim=(1, 2, 3)), torch.ones(32), atol=1e-6)
+    # each output is an affine function of one linear projection of its input's channels
+    for x, y in zip(vis_in[:4], vis_out[:4]):
+        design = torch.cat([x.reshape(3, -1).T, torch.ones(x[0].numel(), 1)], dim=1)
+        coef = torch.linalg.lstsq(design, y[0].reshape(-1, 1)).solution
+        assert torch.allclose(design @ coef, y[0].reshape(-1, 1), atol=1e-4)
+    assert torch.equal(random_gray_mix(images, is_visible, p=0.0), images)
