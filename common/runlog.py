@@ -52,13 +52,20 @@ class _PostfixColumn(ProgressColumn):
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Callable[..., None]]:
+def progress_bar(total: int, description: str, unit: str = "img", enabled: bool = True) -> Iterator[Callable[..., None]]:
     """A progress bar with count, rate (``unit``/s), elapsed time and ETA.
+
+    Args:
+        total: units to do; description: label; unit: "img", "step", ...
+        enabled: False yields a no-op (non-zero distributed ranks, quiet evaluation).
 
     Yields:
         ``advance(n=1, postfix="")``: move the bar by ``n`` units; ``postfix`` is a short
         status text shown after the bar (e.g. the current loss).
     """
+    if not enabled:
+        yield lambda n=1, postfix=None: None
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -56,3 +56,49 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+
+class DistInfo:
+    """This process's place in a distributed run (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Attributes:
+        rank, world_size, local_rank: as torchrun defines them (0, 1, 0 when not distributed).
+        enabled: True when WORLD_SIZE > 1 and the process group is initialised.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, enabled: bool = False) -> None:
+        self.rank, self.world_size, self.local_rank, self.enabled = rank, world_size, local_rank, enabled
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and logs (rank 0)."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Initialise the process group when launched by torchrun, and pick this rank's device.
+
+    Backend NCCL on CUDA, gloo on CPU (torchvision reference ``init_distributed_mode``).
+    Without torchrun (WORLD_SIZE unset or 1) this is :func:`resolve_device` and a
+    single-process :class:`DistInfo`.
+
+    Raises:
+        UserError: as :func:`resolve_device`.
+    """
+    import os
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world_size <= 1:
+        return DistInfo(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world_size, local_rank, True), device

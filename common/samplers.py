@@ -68,8 +68,10 @@ class IdentitySampler:
         ids_per_batch: P; images_per_id: K (per modality).
         replace: draw images with replacement (AGW) or without (TSME).
         steps_per_epoch: 0 = floor(max(#visible, #infrared) / (P * K)), at least 1.
-        rank, world_size: distributed training; rank r keeps steps r, r + W, ... of the
-            epoch's sequence, so that the ranks together cover one epoch.
+        rank, world_size: distributed training; the epoch's sequence of batches is drawn
+            as if by one process and rank r keeps steps r, r + W, ...; every rank takes the
+            same number of steps, ``max(1, steps // W)`` (DistributedDataParallel needs
+            equal step counts), so the ranks together cover one epoch.
 
     Raises:
         UserError: fewer than P identities with images in both modalities.
@@ -112,13 +114,13 @@ class IdentitySampler:
         return len(self.class_pids)
 
     def __len__(self) -> int:
-        """Steps this rank takes per epoch."""
-        return len(range(self.rank, self.steps_total, self.world_size))
+        """Steps this rank takes per epoch (equal on every rank)."""
+        return max(1, self.steps_total // self.world_size)
 
     def epoch(self, seed: int):
         """Yield this rank's batches of one epoch, drawn from ``np.random.default_rng(seed)``."""
         rng = np.random.default_rng(seed)
-        for step in range(self.steps_total):
+        for step in range(len(self) * self.world_size):
             chosen = rng.choice(self.num_classes, self.p, replace=False)
             vis = self.vis.draw(rng, chosen, self.k, self.replace)
             ir = self.ir.draw(rng, chosen, self.k, self.replace)

@@ -149,7 +149,8 @@ def generate_pairs_cmd(
 @app.command("train-fusion")
 def train_fusion_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")],
-    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="pair cache from generate-pairs (needed by tsme)")] = None,
+    pairs: Annotated[Optional[str], typer.Option("--pairs", help="pair cache folder from generate-pairs, or 'on-the-fly' (needs --gan-checkpoint)")] = None,
+    gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="frozen generator for --pairs on-the-fly")] = None,
     data_root: DataRootOpt = None,
     method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
     profile: ProfileOpt = "demo",
@@ -158,30 +159,50 @@ def train_fusion_cmd(
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50: PATH | imagenet | none")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader workers slicing the arrays (0 = main process)")] = 0,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the training step")] = False,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm under torchrun (several GPUs)")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue a killed run from its last.pt (default) or refuse to")] = True,
 ) -> None:
-    """Stage 2 only: train the fusion re-ID network from real images and cached partners."""
+    """Stage 2 only: train the fusion re-ID network from real images and cached (or on-the-fly) partners.
+
+    Several processes: torchrun --nproc_per_node N -m pipelines train-fusion ... (DDP; rank 0 writes).
+    """
     from common.pair_cache import open_pair_cache
-    from common.runtime import resolve_device
+    from common.runtime import init_distributed
     from pipelines.data import load_splits
     from pipelines.run_all import stage_train_fusion, write_run_config
     from stage2_fusion.methods import METHODS
+    from stage2_fusion.train import TrainOptions
 
     overrides = {"fusion": {"backbone": {"pretrained": pretrained}}} if pretrained is not None else None
     cfg = _config(profile, config, overrides)
     method = method or cfg.fusion.method
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
+    on_the_fly = pairs == "on-the-fly"
+    if on_the_fly and gan_checkpoint is None:
+        raise UserError("--pairs on-the-fly translates with a frozen generator: pass --gan-checkpoint GAN.pt")
+    if pairs is None and METHODS[method][0].needs_partners:
+        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (make one with pipeline generate-pairs) or --pairs on-the-fly")
+    dist, dev = init_distributed(device)
     run_dir = run_dir or Path("checkpoints") / f"{dataset}-{method}-{cfg.profile}"
-    write_run_config(cfg, run_dir)
+    if not resume and (run_dir / "fusion" / "last.pt").exists():
+        raise UserError(f"{run_dir / 'fusion'} holds a killed run; drop --no-resume to continue it or pass another --run-dir")
+    if dist.is_main:
+        write_run_config(cfg, run_dir)
+        load_splits(cfg, dataset, data_root, cache_dir=cache_dir)  # decode once, before the other ranks read
+    dist.barrier()
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir)
     cache = None
-    if pairs is not None:
-        cache = open_pair_cache(pairs, dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
+    if pairs is not None and not on_the_fly:
+        cache = open_pair_cache(Path(pairs), dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
                                 image_size=(cfg.data.height, cfg.data.width), count=len(splits.train))
-    elif METHODS[method][0].needs_partners:
-        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (make one with pipeline generate-pairs)")
-    path = stage_train_fusion(cfg, method, splits, cache, run_dir, resolve_device(device))
-    _print(f"re-ID checkpoint: {path}")
+    options = TrainOptions(workers=workers, compile=compile_model, sync_bn=sync_bn, dist=dist)
+    path = stage_train_fusion(cfg, method, splits, cache, run_dir, dev, on_the_fly_gan=gan_checkpoint if on_the_fly else None,
+                              options=options)
+    if dist.is_main:
+        _print(f"re-ID checkpoint: {path}")
 
 
 @app.command("test")

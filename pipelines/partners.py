@@ -1,25 +1,14 @@
 """Glue between stage 1 and stage 2: where a training or test image's partner comes from.
 
-Stage 2 only sees a ``PartnerSource``: ``partners(indices, images, is_ir) -> uint8``.
-Here it is built from a pair cache (training) or from the frozen generators (test time,
-and ``--pairs on-the-fly``).
+At test time stage 2 sees a ``PartnerSource``: ``partners(indices, images, is_ir) -> uint8``;
+here it is built from the frozen generators. (Training reads the pair cache in its
+DataLoader workers, or translates on the fly with ``stage1_dsgan.generate.make_translator``.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-from common.pair_cache import PairCache
-
-
-def cache_partners(cache: PairCache):
-    """Partners read from a pair cache by training-image index."""
-
-    def partners(indices: np.ndarray, images: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(cache[indices])
-
-    return partners
 
 
 class MemoPartners:

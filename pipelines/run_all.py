@@ -30,11 +30,11 @@ from common.errors import UserError
 from common.pair_cache import MANIFEST, PairCache, open_pair_cache
 from common.runlog import info
 from pipelines.data import Splits
-from pipelines.partners import MemoPartners, cache_partners
+from pipelines.partners import MemoPartners
 from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
 from stage1_dsgan.train import train_gan
 from stage2_fusion.evaluate import evaluate_sysu, load_reid_model
-from stage2_fusion.train import train_fusion
+from stage2_fusion.train import TrainOptions, train_fusion
 
 PROTOCOL_NAMES = {"sysu": "SYSU-MM01", "demo": "demo (SYSU-MM01 layout)"}
 
@@ -84,33 +84,54 @@ def _test_partners(gan_path: str | None, gan_sha: str | None, splits: Splits, de
     return MemoPartners(make_translator(gens, device), len(splits.test))
 
 
-def stage_train_fusion(cfg: Config, method: str, splits: Splits, cache: PairCache | None, run_dir: Path, device: torch.device) -> Path:
-    """Stage 2 into ``<run>/fusion``; returns ``reid.pt``."""
+def stage_train_fusion(
+    cfg: Config,
+    method: str,
+    splits: Splits,
+    cache: PairCache | None,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    on_the_fly_gan: Path | None = None,
+    options: TrainOptions = TrainOptions(),
+) -> Path:
+    """Stage 2 into ``<run>/fusion``; returns ``reid.pt``.
+
+    Partners come from ``cache`` (pair cache) or, with ``on_the_fly_gan``, from that frozen
+    generator inside each training step (TSME's own way).
+    """
+    from stage2_fusion.methods import METHODS
+
     meta: dict[str, Any] = {"dataset": splits.index.name}
-    partners = partner_id = None
-    test_partners = None
+    translate = partner_id = None
     if cache is not None:
-        partners = cache_partners(cache)
         manifest = cache.manifest
         partner_id = f"{manifest['generator_sha256']}:{manifest['data_fingerprint']}"
         meta.update({"gan_checkpoint": manifest["generator"], "gan_sha256": manifest["generator_sha256"], "pairs": str(cache.folder)})
+    elif on_the_fly_gan is not None:
+        gens = load_generators(on_the_fly_gan, device)
+        if tuple(gens.image_size) != (cfg.data.height, cfg.data.width):
+            raise UserError(f"{on_the_fly_gan} was trained at {gens.image_size[0]}x{gens.image_size[1]}, this run uses "
+                            f"{cfg.data.height}x{cfg.data.width}; use the GAN's profile")
+        translate = make_translator(gens, device, amp=cfg.gan.amp)
+        partner_id = f"{gens.sha256}:on-the-fly"
+        meta.update({"gan_checkpoint": str(on_the_fly_gan), "gan_sha256": gens.sha256, "pairs": "on-the-fly"})
+    needs_partners = METHODS[method][0].needs_partners
+    if needs_partners and partner_id is None:
+        raise UserError(f"method {method} needs generated partners: pass --pairs CACHE or --pairs on-the-fly --gan-checkpoint GAN.pt")
     recipe = cfg.fusion.recipe(method)
     evaluate = None
-    if recipe.eval_every and splits.test is not None:
-        from stage2_fusion.methods import METHODS
-
-        if METHODS[method][0].needs_partners:
-            if cache is None:
-                raise UserError(f"method {method} needs generated partners: pass --pairs CACHE")
-            test_partners = _test_partners(meta["gan_checkpoint"], meta["gan_sha256"], splits, device)
+    if recipe.eval_every and splits.test is not None and options.dist.is_main:
+        test_partners = _test_partners(meta["gan_checkpoint"], meta["gan_sha256"], splits, device) if needs_partners else None
 
         def evaluate(model):
             return evaluate_sysu(model, splits.test, device, partners=test_partners, mode=cfg.eval.mode, shots=cfg.eval.shots,
                                  trials=1, feature=cfg.eval.feature, batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
                                  show_progress=False)
 
-    return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device, partners=partners,
-                        partner_id=partner_id, evaluate=evaluate, meta=meta)
+    return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device,
+                        pair_cache=cache if needs_partners else None, translate=translate if needs_partners else None,
+                        partner_id=partner_id if needs_partners else None, evaluate=evaluate, meta=meta, options=options)
 
 
 def stage_test(

@@ -66,7 +66,7 @@ def extract_features(
     indices = np.asarray(indices, dtype=np.int64)
     out = None
     modality_ir = split.is_ir[indices]
-    with progress_bar(len(indices), "extracting features", unit="img") if show_progress else _null_advance() as advance:
+    with progress_bar(len(indices), "extracting features", unit="img", enabled=show_progress) as advance:
         for ir_flag in (False, True):
             rows = np.flatnonzero(modality_ir == ir_flag)
             name = "ir" if ir_flag else "vis"
@@ -92,14 +92,6 @@ def extract_features(
                 out[chunk[order]] = feats
                 advance(len(chunk))
     return out
-
-
-class _null_advance:
-    def __enter__(self):
-        return lambda *a, **k: None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def evaluate_sysu(

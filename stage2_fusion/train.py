@@ -2,22 +2,27 @@
 
 The loop, top to bottom (torchvision classification reference shape):
 
-1. identity sampler -> P x K visible + P x K infrared indices;
-2. slice the uint8 training arrays (and the pair cache) -> device;
-3. batched augmentation on the device (image and partner jointly) -> model -> loss dict;
-4. SGD step (Nesterov, heads at ``lr``, backbone at ``lr * backbone_lr_mult``);
-5. per epoch: learning rate schedule (linear warm-up, step decay at milestones),
+1. identity sampler -> the epoch's batches of P x K visible + P x K infrared indices;
+2. DataLoader workers slice the uint8 training arrays (and the pair cache) -> pinned
+   tensors -> device (``non_blocking``);
+3. partners translated on the device by a frozen generator when training on the fly;
+4. batched augmentation on the device (image and partner jointly) -> model -> loss dict;
+5. SGD step (Nesterov, heads at ``lr``, backbone at ``lr * backbone_lr_mult``), AMP
+   (bf16, or fp16 with a GradScaler) on CUDA, channels_last, optional ``torch.compile``;
+6. per epoch: learning-rate schedule (linear warm-up, step decay at milestones),
    TensorBoard + metrics.jsonl, ``last.pt`` (atomic), evaluation every ``eval_every``
-   epochs on trial 0 with ``best.pt`` on a new best Rank-1; ``reid.pt`` at the end.
+   epochs with ``best.pt`` on a new best Rank-1; ``reid.pt`` at the end.
 
 Each epoch is seeded from (seed, epoch), so a resumed run reaches the same weights as an
-uninterrupted one.
+uninterrupted one. Under ``torchrun`` the model is wrapped in DistributedDataParallel, each
+rank takes its share of the epoch's batches, and rank 0 alone writes files and logs.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,10 @@ from common.augment import ReidTrainAugment, to_float_images
 from common.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest
 from common.errors import UserError
+from common.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
-from common.runtime import autocast, epoch_seed, seed_everything
-from common.samplers import IdentitySampler
-from stage2_fusion.evaluate import PartnerSource
+from common.runtime import DistInfo, autocast, epoch_seed, seed_everything
+from common.samplers import Batch, IdentitySampler
 from stage2_fusion.methods import build_method
 
 FINAL_NAME = "reid.pt"
@@ -41,6 +46,25 @@ BEST_NAME = "best.pt"
 LOG_EVERY = 10
 
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
+# translate(images uint8 (B, H, W, 3), is_ir bool (B,)) -> partners uint8 (B, H, W, 3)
+Translate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Run-time switches that do not change what is learned.
+
+    Attributes:
+        workers: DataLoader worker processes slicing the arrays (0 = main process).
+        compile: wrap the model in ``torch.compile`` for the training step.
+        sync_bn: convert BatchNorm to SyncBatchNorm under DistributedDataParallel.
+        dist: this process's place in a distributed run.
+    """
+
+    workers: int = 0
+    compile: bool = False
+    sync_bn: bool = False
+    dist: DistInfo = field(default_factory=DistInfo)
 
 
 def lr_factor(epoch: int, warmup_epochs: int, milestones: tuple[int, ...], gamma: float) -> float:
@@ -67,19 +91,50 @@ def _param_groups(model: torch.nn.Module, lr: float, backbone_mult: float) -> li
     head_ids = {id(p) for m in model.head_modules() for p in m.parameters()}
     heads = [p for p in model.parameters() if id(p) in head_ids and p.requires_grad]
     body = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
-    return [{"params": body, "lr": lr * backbone_mult, "base_lr": lr * backbone_mult},
-            {"params": heads, "lr": lr, "base_lr": lr}]
+    return [{"params": body, "lr": lr * backbone_mult}, {"params": heads, "lr": lr}]
 
 
 def build_for_training(cfg: Config, method: str, num_classes: int, device: torch.device):
-    """Model, loss function, optimiser and recipe, freshly initialised with the config seed."""
+    """Model, loss function, optimiser, LR scheduler and recipe, initialised with the config seed."""
     recipe = cfg.fusion.recipe(method)
     seed_everything(cfg.fusion.seed)
     model, loss_fn = build_method(method, cfg, num_classes)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, recipe.lr, recipe.backbone_lr_mult), lr=recipe.lr,
                                 momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-    return model, loss_fn, optimizer, recipe
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_factor(epoch, recipe.warmup_epochs, tuple(recipe.milestones), recipe.gamma))
+    return model, loss_fn, optimizer, scheduler, recipe
+
+
+def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of a (memory-mapped) uint8 array, read in file order, returned in ``idx`` order."""
+    order = np.argsort(idx, kind="stable")
+    out = np.empty((len(idx), *images.shape[1:]), dtype=images.dtype)
+    out[order] = images[idx[order]]
+    return out
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """One epoch's batches; a worker only slices uint8 arrays (STYLE.md section 7).
+
+    Item i: (images uint8 (2PK, H, W, 3), partners uint8 (2PK, H, W, 3) or an empty
+    tensor, labels int64 (2PK,), indices int64 (2PK,)); rows visible first.
+    """
+
+    def __init__(self, batches: list[Batch], images: np.ndarray, pair_cache: PairCache | None) -> None:
+        self.batches, self.images, self.pair_cache = batches, images, pair_cache
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        batch = self.batches[i]
+        idx = np.concatenate([batch.vis, batch.ir])
+        images = torch.from_numpy(gather_rows(self.images, idx))
+        partners = torch.from_numpy(self.pair_cache[idx]) if self.pair_cache is not None else torch.empty(0, dtype=torch.uint8)
+        labels = torch.from_numpy(np.concatenate([batch.labels, batch.labels]))
+        return images, partners, labels, torch.from_numpy(idx)
 
 
 def train_fusion(
@@ -89,10 +144,12 @@ def train_fusion(
     out_dir: Path,
     device: torch.device,
     *,
-    partners: PartnerSource | None = None,
+    pair_cache: PairCache | None = None,
+    translate: Translate | None = None,
     partner_id: str | None = None,
     evaluate: Evaluator | None = None,
     meta: dict[str, Any] | None = None,
+    options: TrainOptions = TrainOptions(),
 ) -> Path:
     """Train method ``method`` on a training split; resume or skip as ``out_dir`` allows.
 
@@ -102,21 +159,23 @@ def train_fusion(
         train: decoded training split.
         out_dir: stage folder (``<run>/fusion``): ``last.pt``, ``best.pt``, ``reid.pt``.
         device: training device.
-        partners: generated partners of training images (pair cache or on the fly);
-            required when the method needs them.
-        partner_id: identity of the partner source (cache manifest digest), part of the
+        pair_cache: generated partners of the training images (``generate-pairs``).
+        translate: or a frozen generator translating partners inside the step (on the fly).
+        partner_id: identity of the partner source (generator SHA-256 and data), part of the
             stage key so that new partners retrain.
         evaluate: ``evaluate(model) -> metrics`` (percent, with "rank1"), run every
-            ``eval_every`` epochs; None skips evaluation during training.
-        meta: extra entries stored in ``reid.pt`` (dataset, GAN checkpoint for test-time
-            translation, ...).
+            ``eval_every`` epochs on rank 0; None skips evaluation during training.
+        meta: extra entries stored in the checkpoints (dataset, generator for test time).
+        options: workers, compile, SyncBN, distributed context.
 
     Returns:
         Path of ``reid.pt``.
 
     Raises:
-        UserError: missing partners; an existing checkpoint of other settings in ``out_dir``.
+        UserError: missing partners; an existing checkpoint of other settings in ``out_dir``;
+            a diverged loss.
     """
+    dist = options.dist
     out_dir = Path(out_dir)
     final, last, best = out_dir / FINAL_NAME, out_dir / LAST_NAME, out_dir / BEST_NAME
     key = fusion_stage_key(cfg, method, train.fingerprint, partner_id)
@@ -129,10 +188,11 @@ def train_fusion(
 
     recipe = cfg.fusion.recipe(method)
     sampler = IdentitySampler(train.pids, train.is_ir, recipe.ids_per_batch, recipe.images_per_id,
-                              replace=recipe.sample_with_replacement, steps_per_epoch=recipe.steps_per_epoch)
-    model, loss_fn, optimizer, _ = build_for_training(cfg, method, sampler.num_classes, device)
-    if model.needs_partners and partners is None:
-        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (from pipeline generate-pairs)")
+                              replace=recipe.sample_with_replacement, steps_per_epoch=recipe.steps_per_epoch,
+                              rank=dist.rank, world_size=dist.world_size)
+    model, loss_fn, optimizer, scheduler, _ = build_for_training(cfg, method, sampler.num_classes, device)
+    if model.needs_partners and pair_cache is None and translate is None:
+        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (from pipeline generate-pairs) or --pairs on-the-fly")
     augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug,
                                recipe.gray_mix_p)
     use_fp16 = cfg.fusion.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -144,9 +204,19 @@ def train_fusion(
             raise UserError(f"{last} belongs to a run with other settings, data or partners; use another --run-dir or delete {out_dir}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_rank1 = state["epoch"], state["best_rank1"]
         info(f"stage 2 ({method}): resuming from {last} after epoch {start_epoch}")
+
+    step_model = model
+    if dist.enabled:
+        if options.sync_bn:
+            step_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(step_model)
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+    if options.compile:
+        step_model = torch.compile(step_model)
 
     checkpoint_meta = {
         "stage_key": key, "method": method, "num_classes": sampler.num_classes,
@@ -155,66 +225,67 @@ def train_fusion(
     }
     batch_images = 2 * recipe.ids_per_batch * recipe.images_per_id * (2 if model.needs_partners else 1)
     total = (recipe.epochs - start_epoch) * len(sampler) * batch_images
-    with RunLog(out_dir.parent, "fusion") as log, progress_bar(total, f"stage 2 {method}", unit="img") as advance:
+    pin = device.type == "cuda"
+    with RunLog(out_dir.parent, "fusion", enabled=dist.is_main) as log, \
+            progress_bar(total, f"stage 2 {method}", unit="img", enabled=dist.is_main) as advance:
         for epoch in range(start_epoch, recipe.epochs):
-            factor = lr_factor(epoch, recipe.warmup_epochs, recipe.milestones, recipe.gamma)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
             seed = epoch_seed(cfg.fusion.seed, epoch)
-            torch.manual_seed(seed)
-            model.train()
+            torch.manual_seed(seed + dist.rank)  # augmentation differs across ranks, reproducibly
+            step_model.train()
+            loader = torch.utils.data.DataLoader(
+                EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if model.needs_partners else None),
+                batch_size=None, shuffle=False, num_workers=options.workers, pin_memory=pin)
             sums: dict[str, torch.Tensor] = {}
             t0 = time.perf_counter()
-            for step, batch in enumerate(sampler.epoch(seed)):
-                idx = np.concatenate([batch.vis, batch.ir])
-                labels = torch.from_numpy(np.concatenate([batch.labels, batch.labels])).to(device)
-                is_ir = torch.cat([torch.zeros(len(batch.vis), dtype=torch.bool), torch.ones(len(batch.ir), dtype=torch.bool)]).to(device)
-                images_u8 = torch.from_numpy(_gather(train.images, idx))
+            for step, (images_u8, partners_u8, labels, idx) in enumerate(loader):
+                n = labels.shape[0] // 2
+                is_ir = torch.arange(2 * n) >= n
                 x = to_float_images(images_u8, device)
                 p = None
                 if model.needs_partners:
-                    p = to_float_images(partners(idx, images_u8, is_ir.cpu()), device)
-                x, p = augment(x, p, is_visible=~is_ir)
-                n_vis = len(batch.vis)
-                inputs = {"vis": x[:n_vis], "ir": x[n_vis:]}
-                pair = None if p is None else {"vis": p[:n_vis], "ir": p[n_vis:]}
+                    if translate is not None:
+                        partners_u8 = translate(images_u8, is_ir)  # frozen generator, on the device
+                    p = to_float_images(partners_u8, device)
+                x, p = augment(x, p, is_visible=~is_ir.to(device))
+                inputs = {"vis": x[:n], "ir": x[n:]}
+                pair = None if p is None else {"vis": p[:n], "ir": p[n:]}
+                labels = labels.to(device, non_blocking=True)
                 with autocast(device, cfg.fusion.amp):
-                    outputs = model(inputs, pair)
-                losses = loss_fn(outputs, labels, is_ir, recipe)
+                    outputs = step_model(inputs, pair)
+                losses = loss_fn(outputs, labels, is_ir.to(device), recipe)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["total"]).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0) + value.detach().float()
-                if (step + 1) % LOG_EVERY == 0:
-                    mean = {k: (v / (step + 1)).item() for k, v in sums.items()}  # sync every LOG_EVERY steps
+                if dist.is_main and (step + 1) % LOG_EVERY == 0:
+                    mean = {k: (v / (step + 1)).item() for k, v in sums.items()}  # one sync per LOG_EVERY steps
                     advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} loss {mean['total']:.3f} acc {mean['acc']:.2f}")
                 advance(batch_images)
             steps = len(sampler)
             if not torch.isfinite(sums["total"]):
                 raise UserError(f"stage 2 ({method}): the loss became NaN/inf in epoch {epoch + 1}; lower the learning rate in the recipe")
             record = {f"loss_{k}" if k != "acc" else "train_acc": (v / steps).item() for k, v in sums.items()}
-            record.update({"lr": optimizer.param_groups[1]["lr"], "images_per_s": steps * batch_images / (time.perf_counter() - t0)})
-            if evaluate is not None and recipe.eval_every and ((epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs):
+            record.update({"lr": optimizer.param_groups[1]["lr"], "images_per_s": dist.world_size * steps * batch_images / (time.perf_counter() - t0)})
+            scheduler.step()
+            if dist.is_main and evaluate is not None and recipe.eval_every and (
+                    (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs):
                 metrics = evaluate(model)
                 record.update({f"eval_{k}": metrics[k]["mean"] for k in ("rank1", "mean_ap", "minp")})
                 if metrics["rank1"]["mean"] > best_rank1:
                     best_rank1 = metrics["rank1"]["mean"]
                     save_checkpoint(best, "reid", {**checkpoint_meta, "epoch": epoch + 1, "model": model.state_dict(), "best_rank1": best_rank1})
-            log.scalars(epoch + 1, record, epoch=epoch + 1, method=method)
-            save_checkpoint(last, "reid", {
-                **checkpoint_meta, "epoch": epoch + 1, "best_rank1": best_rank1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": capture_rng_state(),
-            })
-    save_checkpoint(final, "reid", {**checkpoint_meta, "epoch": recipe.epochs, "model": model.state_dict(), "best_rank1": best_rank1})
-    info(f"stage 2 ({method}): wrote {final}")
+            if dist.is_main:
+                log.scalars(epoch + 1, record, epoch=epoch + 1, method=method)
+                save_checkpoint(last, "reid", {
+                    **checkpoint_meta, "epoch": epoch + 1, "best_rank1": best_rank1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "rng": capture_rng_state(),
+                })
+            dist.barrier()
+    if dist.is_main:
+        save_checkpoint(final, "reid", {**checkpoint_meta, "epoch": recipe.epochs, "model": model.state_dict(), "best_rank1": best_rank1})
+        info(f"stage 2 ({method}): wrote {final}")
+    dist.barrier()
     return final
-
-
-def _gather(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of a (memory-mapped) uint8 array, read in file order then put back in order."""
-    order = np.argsort(idx, kind="stable")
-    out = np.empty((len(idx), *images.shape[1:]), dtype=images.dtype)
-    out[order] = images[idx[order]]
-    return out

@@ -23,13 +23,6 @@ from tests.conftest import TINY_OVERRIDES
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory) -> Path:
-    from common.datasets.demo import make_demo
-
-    return make_demo(tmp_path_factory.mktemp("demo") / "demo", 0, n_train=6, n_val=2, n_test=6)
-
-
 def test_run_all_on_sysu_layout_tree_then_skips_on_rerun(sysu_tree, tiny_cfg, tmp_path, capsys):
     run_dir = tmp_path / "run"
     results = run_all(tiny_cfg, dataset="sysu", data_root=sysu_tree, run_dir=run_dir, device=CPU, method="tsme")
@@ -116,18 +109,22 @@ def test_generate_pairs_resume_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_pat
 
 
 @pytest.mark.slow
-def test_training_beats_the_untrained_network_on_demo(tiny_demo, tmp_path):
+def test_training_beats_the_untrained_network_on_demo(tmp_path_factory):
+    """Cross-modality learning on the demo data: 40 training identities, 12 test identities,
+    AGW at 96 x 48 for 12 epochs (about 30 s on 2 cores). Measured when written: trained
+    Rank-1 28.3 / mAP 34.5 against 13.1 / 18.5 untrained (chance is high with 12 ids)."""
+    from common.datasets.demo import make_demo
+
+    root = make_demo(tmp_path_factory.mktemp("demo40") / "demo", 0, n_train=32, n_val=8, n_test=12)
     cfg = load_config("demo", overrides={
-        "data": {"height": 64, "width": 32},
-        "fusion": {"embed_dim": 64, "backbone": {"base_width": 8},
-                   "recipes": {"agw": {"epochs": 8, "ids_per_batch": 4, "images_per_id": 4, "warmup_epochs": 1,
-                                       "milestones": [6], "eval_every": 0}}},
+        "fusion": {"embed_dim": 64, "backbone": {"base_width": 16},
+                   "recipes": {"agw": {"epochs": 12, "warmup_epochs": 1, "milestones": [10], "eval_every": 0}}},
         "eval": {"trials": 3},
     })
-    results = run_all(cfg, dataset="demo", data_root=tiny_demo, run_dir=tmp_path / "run", device=CPU, method="agw")
-    trained, untrained = results["mean_ap"]["mean"], results["untrained_baseline"]["mean_ap"]["mean"]
-    assert trained > untrained + 10, (trained, untrained)
-    assert results["rank1"]["mean"] > results["untrained_baseline"]["rank1"]["mean"]
+    results = run_all(cfg, dataset="demo", data_root=root, run_dir=tmp_path_factory.mktemp("run"), device=CPU, method="agw")
+    trained, untrained = results, results["untrained_baseline"]
+    assert trained["mean_ap"]["mean"] > untrained["mean_ap"]["mean"] + 8, (trained["mean_ap"], untrained["mean_ap"])
+    assert trained["rank1"]["mean"] > untrained["rank1"]["mean"] + 8, (trained["rank1"], untrained["rank1"])
 
 
 def test_cli_user_errors_are_one_line_exit_2(tmp_path):
@@ -158,3 +155,20 @@ def test_cli_test_command_and_json(sysu_tree, tiny_cfg, tmp_path):
     res = runner.invoke(app, ["train-fusion", "--dataset", "sysu", "--data-root", str(sysu_tree), "--method", "tsme",
                               "--run-dir", str(tmp_path / "r2")])
     assert res.exit_code != 0 and "--pairs" in str(res.exception)
+
+
+def test_on_the_fly_partners_equal_the_cached_ones_and_train(sysu_tree, tiny_cfg, tmp_path):
+    from pipelines.run_all import stage_train_fusion
+    from stage1_dsgan.generate import load_generators, make_translator
+
+    splits = load_splits(tiny_cfg, "sysu", sysu_tree)
+    gan = stage_train_gan(tiny_cfg, splits, tmp_path / "run", CPU)
+    cache = stage_generate_pairs(gan, splits, tmp_path / "pairs", CPU)
+    translate = make_translator(load_generators(gan, CPU), CPU)
+    idx = np.array([5, 0, 77, 42, 13, 90])
+    images = torch.from_numpy(np.array(splits.train.images[np.sort(idx)]))
+    on_the_fly = translate(images, torch.from_numpy(splits.train.is_ir[np.sort(idx)])).numpy()
+    assert np.abs(on_the_fly.astype(int) - cache[np.sort(idx)].astype(int)).max() <= 1  # same generator, same input
+    reid = stage_train_fusion(tiny_cfg, "tsme", splits, None, tmp_path / "otf", CPU, on_the_fly_gan=gan)
+    state = torch.load(reid, weights_only=False)
+    assert state["pairs"] == "on-the-fly" and state["gan_checkpoint"] == str(gan)

@@ -57,3 +57,14 @@ def test_identities_missing_a_modality_are_left_out_and_too_few_ids_refused():
     assert sampler.class_pids.tolist() == [100, 102]
     with pytest.raises(UserError, match="only 2 training identities"):
         IdentitySampler(pids, is_ir, 3, 2)
+
+
+def test_every_rank_takes_the_same_number_of_steps():
+    pids, is_ir = _split([4] * 8, [4] * 8)
+    for steps in (1, 3, 5):
+        lengths = []
+        for rank in range(2):
+            sampler = IdentitySampler(pids, is_ir, 2, 2, steps_per_epoch=steps, rank=rank, world_size=2)
+            lengths.append(len(list(sampler.epoch(0))))
+            assert lengths[-1] == len(sampler)
+        assert lengths[0] == lengths[1] == max(1, steps // 2)
