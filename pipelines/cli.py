@@ -56,6 +56,43 @@ def make_demo_cmd(
     _print(f"demo dataset ready: {path}")
 
 
+@app.command("check-data")
+def check_data_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo | pairs")],
+    data_root: Annotated[Path, typer.Option("--data-root", help="dataset folder in its original layout")],
+    mode: Annotated[str, typer.Option("--mode", help="SYSU-MM01 search mode for query/gallery: all | indoor")] = "all",
+    direction: Annotated[str, typer.Option("--direction", help="RegDB/LLCM: v2i (visible query) | i2v")] = "v2i",
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Validate a dataset copy: identities, images and cameras per split and modality."""
+    from common.datasets.check import check_dataset, format_check
+
+    summary = check_dataset(dataset, data_root, trial=trial, mode=mode, direction=direction)
+    _print(json.dumps(summary) if as_json else format_check(summary))
+
+
+@app.command("prepare-data")
+def prepare_data_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo | pairs")],
+    data_root: DataRootOpt = None,
+    profile: ProfileOpt = "demo",
+    config: ConfigOpt = None,
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Decode and resize each split once into the memory-mapped uint8 array cache."""
+    from common.datasets import REID_DATASETS
+    from pipelines.data import load_splits
+
+    cfg = _config(profile, config)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=dataset in REID_DATASETS, trial=trial)
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        if split is not None:
+            path = getattr(split.images, "filename", None)
+            _print(f"{name}: {len(split)} images {split.images.shape[1]}x{split.images.shape[2]} -> {path}")
+
+
 @app.command("run-all")
 def run_all_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")] = "demo",

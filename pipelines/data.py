@@ -49,20 +49,24 @@ def resolve_root(cfg: Config, dataset: str, data_root: Path | None) -> Path:
 
 
 def load_splits(cfg: Config, dataset: str, data_root: Path | None, *, cache_dir: Path | None = None,
-                with_test: bool = True, size: tuple[int, int] | None = None) -> Splits:
+                with_test: bool = True, size: tuple[int, int] | None = None, trial: int = 1) -> Splits:
     """Read a dataset and decode its splits into the array cache at the run's image size.
+
+    Args:
+        trial: RegDB split (1..10); ignored by the other datasets.
 
     Raises:
         UserError: layout problems, missing or corrupt images.
     """
     root = resolve_root(cfg, dataset, data_root)
-    index = load_dataset(dataset, root)
+    index = load_dataset(dataset, root, trial=trial)
     size = size or (cfg.data.height, cfg.data.width)
     threads = cfg.data.decode_threads
-    train = load_split(index.train, size, cache_dir=cache_dir, tag=f"{dataset}-train", threads=threads)
+    tag = f"{dataset}-t{trial}" if dataset == "regdb" else dataset
+    train = load_split(index.train, size, cache_dir=cache_dir, tag=f"{tag}-train", threads=threads)
     test = None
     if with_test:
         if dataset not in REID_DATASETS:
             raise UserError(f"--dataset {dataset} has no re-ID test protocol; test on one of: {', '.join(REID_DATASETS)}")
-        test = load_split(index.test, size, cache_dir=cache_dir, tag=f"{dataset}-test", threads=threads)
+        test = load_split(index.test, size, cache_dir=cache_dir, tag=f"{tag}-test", threads=threads)
     return Splits(index, train, test)

@@ -172,3 +172,32 @@ def test_on_the_fly_partners_equal_the_cached_ones_and_train(sysu_tree, tiny_cfg
     reid = stage_train_fusion(tiny_cfg, "tsme", splits, None, tmp_path / "otf", CPU, on_the_fly_gan=gan)
     state = torch.load(reid, weights_only=False)
     assert state["pairs"] == "on-the-fly" and state["gan_checkpoint"] == str(gan)
+
+
+def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path):
+    import stage1_dsgan.train as gan_trainer
+
+    splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
+    full = stage_train_gan(tiny_cfg, splits, tmp_path / "a", CPU)
+
+    class Stop(Exception):
+        pass
+
+    original = gan_trainer.save_checkpoint
+
+    def crash_after_first_epoch(path, kind, payload):
+        original(path, kind, payload)
+        if Path(path).name == "last.pt" and payload["epoch"] == 1:
+            raise Stop
+
+    gan_trainer.save_checkpoint = crash_after_first_epoch
+    try:
+        with pytest.raises(Stop):
+            stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
+    finally:
+        gan_trainer.save_checkpoint = original
+    resumed = stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
+    a, b = torch.load(full, weights_only=False), torch.load(resumed, weights_only=False)
+    for net in ("g_vis2ir", "g_ir2vis", "d_ir", "d_vis"):
+        for name in a[net]:
+            assert torch.equal(a[net][name], b[net][name]), (net, name)
