@@ -11,11 +11,16 @@ identity signal, all from fixed seeds. Then:
    ``eval_metrics.py``: sort the whole matrix, then per query remove, collapse repeated
    ids with ``np.unique``, and compute AP/INP, here with numpy inside each query and a
    stable sort), on the 3803 x 3010 multi-shot distance matrix (float64, as AGW's
-   ``test.py`` computes it), and checks CMC/mAP/mINP agree to 1e-6;
+   ``test.py`` computes it), and checks CMC/mAP/mINP agree to 1e-6. ``evaluate_ranking``
+   scans its chunks with up to two threads (``common.metrics._MAX_WORKERS``); it is also
+   timed with one thread, and on features without any identity signal (its worst case:
+   a good ranking lets it skip work, see ``common.metrics``), for information;
 2. times a full 10-trial single-shot all-search test from extracted (float32) features:
    gallery draws and masks (``sysu_trials``), distances, metrics and the summary.
 
-The last line printed is ``eval speedup: N.Nx`` (reference time / vectorised time).
+The last line printed is ``eval speedup: N.Nx`` (reference time / vectorised time, as
+shipped: threads included). Timings are best-of-N wall times and vary with the load of the
+machine.
 
 Usage (from the repository root)::
 
@@ -37,6 +42,7 @@ try:
 except ImportError:  # run as a script from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import metrics
 from common.metrics import RankingMetrics, evaluate_ranking, summarize
 from common.protocols import (
     SYSU_INFRARED_CAMS,
@@ -183,17 +189,34 @@ def main(argv: list[str] | None = None) -> int:
         lambda: reference_eval_sysu(dist, q_pids, g_pids, q_cams, g_cams),
     )
 
-    def vectorised() -> RankingMetrics:
+    def vectorised(distances: np.ndarray = dist) -> RankingMetrics:
         ignore = sysu_ignore_mask(q_cams, g_cams)
-        return evaluate_ranking(dist, q_pids, g_pids, ignore=ignore, max_rank=MAX_RANK)
+        return evaluate_ranking(distances, q_pids, g_pids, ignore=ignore, max_rank=MAX_RANK)
 
     vec_time, got = best_of(7, vectorised)
+    shipped_workers = metrics._MAX_WORKERS
+    metrics._MAX_WORKERS = 1
+    try:
+        one_thread_time, _ = best_of(5, vectorised)
+    finally:
+        metrics._MAX_WORKERS = shipped_workers
+    noise = make_features(pids, seed=2, noise=1e6)  # the identity signal drowned in noise
+    noise_dist = 1.0 - noise[query].astype(np.float64) @ noise[gallery].astype(np.float64).T
+    worst_time, _ = best_of(3, lambda: vectorised(noise_dist))
     d_cmc = float(np.max(np.abs(got.cmc - expected[0])))
     d_map = abs(got.mean_ap - expected[1])
     d_minp = abs(got.minp - expected[2])
     agree = max(d_cmc, d_map, d_minp) <= TOLERANCE and got.num_queries == expected[3]
     print(f"per-query reference : {ref_time * 1e3:8.1f} ms")
     print(f"evaluate_ranking    : {vec_time * 1e3:8.1f} ms  (best of 7, ignore mask included)")
+    print(
+        f"  one thread        : {one_thread_time * 1e3:8.1f} ms  "
+        f"({ref_time / one_thread_time:.1f}x; shipped: up to {shipped_workers} threads)"
+    )
+    print(
+        f"  no identity signal: {worst_time * 1e3:8.1f} ms  "
+        f"(random features, worst case; {ref_time / worst_time:.1f}x)"
+    )
     print(
         f"agreement           : max|dCMC| {d_cmc:.1e}, |dmAP| {d_map:.1e}, "
         f"|dmINP| {d_minp:.1e}, queries {got.num_queries}/{expected[3]} -> "

@@ -206,7 +206,13 @@ class EvalConfig:
     Attributes:
         mode: SYSU-MM01 search mode, "all" or "indoor".
         shots: gallery images per identity per camera, 1 (single-shot) or 10 (multi-shot).
-        trials: random gallery draws, seeded by the trial index.
+        trials: random gallery draws, seeded by the trial index (SYSU-MM01, LLCM).
+        direction: RegDB/LLCM search direction, "v2i" (visible query, infrared gallery)
+            or "i2v"; SYSU-MM01 queries are always infrared.
+        protocol: SYSU-MM01 galleries "random" (AGW's draws) or "official"
+            (``rand_perm_cam.mat`` of the MATLAB evaluation).
+        perm_file: path of ``rand_perm_cam.mat`` for the official protocol ("" = look in
+            the dataset's ``exp/`` folder).
         feature: "pre" or "post" BNNeck feature (AGW evaluates post).
         flip: average features of the image and its horizontal flip.
         batch_size: images per feature-extraction batch.
@@ -215,6 +221,9 @@ class EvalConfig:
     mode: str = "all"
     shots: int = 1
     trials: int = 10
+    direction: str = "v2i"
+    protocol: str = "random"
+    perm_file: str = ""
     feature: str = "post"
     flip: bool = False
     batch_size: int = 128
@@ -322,6 +331,10 @@ def _validate(cfg: Config) -> Config:
         raise UserError(f"eval.mode '{cfg.eval.mode}' is unknown; use 'all' or 'indoor'")
     if cfg.eval.shots not in (1, 10):
         raise UserError(f"eval.shots {cfg.eval.shots} is not a SYSU-MM01 protocol; use 1 or 10")
+    if cfg.eval.direction not in ("v2i", "i2v"):
+        raise UserError(f"eval.direction '{cfg.eval.direction}' is unknown; use 'v2i' or 'i2v'")
+    if cfg.eval.protocol not in ("random", "official"):
+        raise UserError(f"eval.protocol '{cfg.eval.protocol}' is unknown; use 'random' or 'official'")
     if cfg.eval.feature not in ("pre", "post"):
         raise UserError(f"eval.feature '{cfg.eval.feature}' is unknown; use 'pre' or 'post'")
     if cfg.data.height % 16 or cfg.data.width % 16:

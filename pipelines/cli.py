@@ -95,8 +95,9 @@ def prepare_data_cmd(
 
 @app.command("run-all")
 def run_all_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")] = "demo",
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")] = "demo",
     data_root: DataRootOpt = None,
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -109,16 +110,17 @@ def run_all_cmd(
     from common.runtime import resolve_device
     from pipelines.run_all import format_results, run_all
 
-    if dataset not in ("demo", "sysu"):
-        raise UserError(f"run-all --dataset {dataset}: use demo or sysu")
+    if dataset not in ("demo", "sysu", "regdb", "llcm"):
+        raise UserError(f"run-all --dataset {dataset}: use demo, sysu, regdb or llcm")
     overrides: dict[str, Any] = {}
     if pretrained is not None:
         overrides = {"gan": {"pretrained": pretrained}, "fusion": {"backbone": {"pretrained": pretrained}}}
     cfg = _config(profile, config, overrides)
     method = method or cfg.fusion.method
-    run_dir = run_dir or Path("checkpoints") / f"{dataset}-{method}-{cfg.profile}"
+    name = f"{dataset}-t{trial}" if dataset == "regdb" else dataset
+    run_dir = run_dir or Path("checkpoints") / f"{name}-{method}-{cfg.profile}"
     results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir, device=resolve_device(device),
-                      method=method, cache_dir=cache_dir)
+                      method=method, cache_dir=cache_dir, trial=trial)
     _print(format_results(results))
     base = results["untrained_baseline"]
     _print(f"same network untrained: Rank-1 {base['rank1']['mean']:.2f}  mAP {base['mean_ap']['mean']:.2f}  mINP {base['minp']['mean']:.2f}")
@@ -127,8 +129,9 @@ def run_all_cmd(
 
 @app.command("train-gan")
 def train_gan_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | pairs")],
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm | pairs")],
     data_root: DataRootOpt = None,
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -153,7 +156,7 @@ def train_gan_cmd(
     cfg = _config(profile, config, overrides)
     run_dir = run_dir or Path("checkpoints") / f"{dataset}-gan-{cfg.profile}"
     write_run_config(cfg, run_dir)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, trial=trial)
     path = stage_train_gan(cfg, splits, run_dir, resolve_device(device))
     _print(f"generator checkpoint: {path}")
 
@@ -161,9 +164,10 @@ def train_gan_cmd(
 @app.command("generate-pairs")
 def generate_pairs_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | pairs")],
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm | pairs")],
     out: Annotated[Path, typer.Option("--out", help="pair cache folder to write")],
     data_root: DataRootOpt = None,
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     profile: ProfileOpt = "demo",
@@ -178,17 +182,18 @@ def generate_pairs_cmd(
     if "image_size" not in state:
         raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
     cfg = _config(profile, None)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]))
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]), trial=trial)
     cache = stage_generate_pairs(checkpoint, splits, out, resolve_device(device))
     _print(f"pair cache: {cache.folder} ({len(cache)} partners)")
 
 
 @app.command("train-fusion")
 def train_fusion_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")],
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")],
     pairs: Annotated[Optional[str], typer.Option("--pairs", help="pair cache folder from generate-pairs, or 'on-the-fly' (needs --gan-checkpoint)")] = None,
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="frozen generator for --pairs on-the-fly")] = None,
     data_root: DataRootOpt = None,
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
     method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
@@ -228,9 +233,9 @@ def train_fusion_cmd(
         raise UserError(f"{run_dir / 'fusion'} holds a killed run; drop --no-resume to continue it or pass another --run-dir")
     if dist.is_main:
         write_run_config(cfg, run_dir)
-        load_splits(cfg, dataset, data_root, cache_dir=cache_dir)  # decode once, before the other ranks read
+        load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)  # decode once, before the other ranks read
     dist.barrier()
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
     cache = None
     if pairs is not None and not on_the_fly:
         cache = open_pair_cache(Path(pairs), dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
@@ -244,47 +249,65 @@ def train_fusion_cmd(
 
 @app.command("test")
 def test_cmd(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="reid.pt (or best.pt) from train-fusion")],
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu")],
+    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", help="reid.pt (or best.pt); RegDB: one per --trial, repeated")],
+    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo")],
     data_root: DataRootOpt = None,
-    mode: Annotated[str, typer.Option("--mode", help="all | indoor (SYSU-MM01 search mode)")] = "all",
-    shots: Annotated[int, typer.Option("--shots", help="gallery images per identity per camera: 1 | 10")] = 1,
-    trials: Annotated[int, typer.Option("--trials", help="random gallery trials (seed = trial index)")] = 10,
-    feature: Annotated[str, typer.Option("--feature", help="pre | post BNNeck feature")] = "post",
+    mode: Annotated[Optional[str], typer.Option("--mode", help="SYSU-MM01: all | indoor search")] = None,
+    shots: Annotated[Optional[int], typer.Option("--shots", help="SYSU-MM01 gallery images per identity per camera: 1 | 10")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="random gallery trials, seed = trial index (SYSU-MM01, LLCM)")] = None,
+    direction: Annotated[Optional[str], typer.Option("--direction", help="RegDB/LLCM: v2i (visible query) | i2v")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="SYSU-MM01 galleries: random (AGW) | official (rand_perm_cam.mat)")] = None,
+    perm_file: Annotated[Optional[Path], typer.Option("--perm-file", help="rand_perm_cam.mat for --protocol official")] = None,
+    trial: Annotated[Optional[list[int]], typer.Option("--trial", help="RegDB split of each --checkpoint (1..10), repeated")] = None,
+    feature: Annotated[Optional[str], typer.Option("--feature", help="pre | post BNNeck feature")] = None,
     flip: Annotated[bool, typer.Option("--flip", help="average with the flipped image's feature")] = False,
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="evaluate the same architecture untrained (baseline)")] = False,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="results file (default: results-<dataset>-<mode>-<shots>shot.json in the run dir)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="results file (default: results-<dataset>-<protocol>.json in the run dir)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON object")] = False,
 ) -> None:
-    """Test a re-ID checkpoint with the SYSU-MM01 protocol (Rank-k, mAP, mINP over trials)."""
+    """Test re-ID checkpoints with the dataset's standard protocol (Rank-k, mAP, mINP over trials).
+
+    RegDB: one model per split; pass --checkpoint and --trial once per split to get mean +/- std.
+    """
     from common.atomic import atomic_write_json
     from common.checkpoint import load_checkpoint
     from common.config import config_from_dict
+    from common.datasets import REID_DATASETS
     from common.runtime import resolve_device
     from pipelines.data import load_splits
-    from pipelines.run_all import format_results, stage_test
+    from pipelines.run_all import combine_trials, format_results, make_protocol, stage_test
 
-    if mode not in ("all", "indoor"):
-        raise UserError(f"--mode {mode} is unknown; use all or indoor")
-    if shots not in (1, 10):
-        raise UserError(f"--shots {shots} is not a SYSU-MM01 protocol; use 1 or 10")
-    if feature not in ("pre", "post"):
-        raise UserError(f"--feature {feature} is unknown; use pre or post")
-    state = load_checkpoint(checkpoint, "reid")
-    cfg = config_from_dict(state["config"])
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]))
-    del state
-    results = stage_test(checkpoint, splits, resolve_device(device), mode=mode, shots=shots, trials=trials, feature=feature,
-                         flip=flip, gan_checkpoint=gan_checkpoint, untrained=untrained, batch_size=cfg.eval.batch_size)
-    out = out or Path(checkpoint).resolve().parent.parent / f"results-{dataset}-{mode}-{shots}shot{'-untrained' if untrained else ''}.json"
-    atomic_write_json(out, results)
+    if dataset not in REID_DATASETS:
+        raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {', '.join(REID_DATASETS)}")
+    trial = trial or [1]
+    if dataset == "regdb" and len(trial) != len(checkpoint):
+        raise UserError(f"RegDB tests one model per split: got {len(checkpoint)} --checkpoint and {len(trial)} --trial; pass one --trial per --checkpoint")
+    if dataset != "regdb" and len(checkpoint) != 1:
+        raise UserError(f"--dataset {dataset} tests one --checkpoint at a time (several are for RegDB splits)")
+    dev = resolve_device(device)
+    results = []
+    for ckpt, split_trial in zip(checkpoint, trial if dataset == "regdb" else [1]):
+        state = load_checkpoint(ckpt, "reid")
+        cfg = config_from_dict(state["config"])
+        splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]), trial=split_trial)
+        del state
+        spec = make_protocol(cfg.eval, dataset, splits.index.root, mode=mode, shots=shots, trials=trials,
+                             direction=direction, protocol=protocol, perm_file=str(perm_file) if perm_file else None)
+        results.append(stage_test(ckpt, splits, dev, spec, feature=feature or cfg.eval.feature, flip=flip,
+                                  gan_checkpoint=gan_checkpoint, untrained=untrained, batch_size=cfg.eval.batch_size))
+    result = results[0] if len(results) == 1 else combine_trials(results)
+    tag = "-".join(str(x) for x in (result["mode"] if dataset in ("sysu", "demo") else result["direction"],
+                                     f"{result['shots']}shot" if dataset in ("sysu", "demo") else "",
+                                     "untrained" if untrained else "") if x)
+    out = out or Path(checkpoint[0]).resolve().parent.parent / f"results-{dataset}-{tag}.json"
+    atomic_write_json(out, result)
     if as_json:
-        _print(json.dumps(results))
+        _print(json.dumps(result))
     else:
-        _print(format_results(results))
+        _print(format_results(result))
         _print(f"results: {out}")
 
 

@@ -21,23 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from common.atomic import atomic_write_json, atomic_write_text
 from common.checkpoint import file_sha256
-from common.config import Config, dump_config
+from common.config import Config, config_section_dict, dump_config
 from common.errors import UserError
 from common.pair_cache import MANIFEST, PairCache, open_pair_cache
+from common.protocols import ProtocolSpec
 from common.runlog import info
 from pipelines.data import Splits
 from pipelines.partners import MemoPartners
 from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
 from stage1_dsgan.train import train_gan
-from stage2_fusion.evaluate import evaluate_sysu, load_reid_model
+from stage2_fusion.evaluate import evaluate_protocol, load_reid_model
 from stage2_fusion.train import TrainOptions, train_fusion
-
-PROTOCOL_NAMES = {"sysu": "SYSU-MM01", "demo": "demo (SYSU-MM01 layout)"}
-
 
 def write_run_config(cfg: Config, run_dir: Path) -> Path:
     """Write ``config.toml`` into the run directory, refusing to change an existing one.
@@ -52,6 +51,46 @@ def write_run_config(cfg: Config, run_dir: Path) -> Path:
     if not path.exists():
         atomic_write_text(path, text)
     return path
+
+
+def make_protocol(cfg_eval, dataset: str, data_root: Path, **overrides: Any) -> ProtocolSpec:
+    """The test protocol of ``dataset`` from the eval config, with flag overrides.
+
+    RegDB has one trial per trained model (its split); SYSU-MM01 queries are infrared.
+
+    Raises:
+        UserError: official protocol without a ``rand_perm_cam.mat`` to read.
+    """
+    e = {**config_section_dict(cfg_eval), **{k: v for k, v in overrides.items() if v is not None}}
+    perm_file = None
+    if dataset in ("sysu", "demo") and e["protocol"] == "official":
+        perm = Path(e["perm_file"]) if e["perm_file"] else Path(data_root) / "exp" / "rand_perm_cam.mat"
+        if not perm.is_file():
+            raise UserError(
+                f"the official SYSU-MM01 protocol reads rand_perm_cam.mat, not found at {perm}; pass --perm-file "
+                "(it ships with the official evaluation code, wuancong/SYSU-MM01 evaluation/data_split/)"
+            )
+        perm_file = str(perm)
+    if dataset not in ("sysu", "demo") and e["protocol"] == "official":
+        raise UserError(f"--protocol official exists for SYSU-MM01 only, not {dataset}")
+    try:
+        return ProtocolSpec(
+            dataset=dataset, mode=e["mode"], shots=e["shots"],
+            direction=e["direction"] if dataset in ("regdb", "llcm") else "i2v",
+            protocol=e["protocol"], num_trials=1 if dataset == "regdb" else e["trials"], perm_file=perm_file,
+        )
+    except ValueError as exc:
+        raise UserError(f"{exc}; check --mode, --shots, --direction and --protocol for --dataset {dataset}") from None
+
+
+def file_numbers(samples) -> np.ndarray:
+    """The number in each file name (SYSU-MM01 ``0007.jpg`` -> 7; -1 where there is none)."""
+    out = np.full(len(samples), -1, dtype=np.int64)
+    for i, sample in enumerate(samples):
+        stem = Path(sample.path).stem
+        if stem.isdigit():
+            out[i] = int(stem)
+    return out
 
 
 def stage_train_gan(cfg: Config, splits: Splits, run_dir: Path, device: torch.device) -> Path:
@@ -124,10 +163,13 @@ def stage_train_fusion(
     if recipe.eval_every and splits.test is not None and options.dist.is_main:
         test_partners = _test_partners(meta["gan_checkpoint"], meta["gan_sha256"], splits, device) if needs_partners else None
 
+        spec = make_protocol(cfg.eval, splits.index.name, splits.index.root, trials=1)
+        numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
+
         def evaluate(model):
-            return evaluate_sysu(model, splits.test, device, partners=test_partners, mode=cfg.eval.mode, shots=cfg.eval.shots,
-                                 trials=1, feature=cfg.eval.feature, batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
-                                 show_progress=False)
+            return evaluate_protocol(model, splits.test, device, spec, partners=test_partners, file_numbers=numbers,
+                                     feature=cfg.eval.feature, batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
+                                     show_progress=False)
 
     return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device,
                         pair_cache=cache if needs_partners else None, translate=translate if needs_partners else None,
@@ -138,17 +180,15 @@ def stage_test(
     checkpoint: Path,
     splits: Splits,
     device: torch.device,
+    spec: ProtocolSpec,
     *,
-    mode: str,
-    shots: int,
-    trials: int,
     feature: str,
     flip: bool,
     gan_checkpoint: Path | None = None,
     untrained: bool = False,
     batch_size: int = 128,
 ) -> dict[str, Any]:
-    """Test a re-ID checkpoint with the SYSU-MM01 protocol; returns the results dict."""
+    """Test a re-ID checkpoint with a dataset's protocol; returns the results dict."""
     model, meta, cfg = load_reid_model(checkpoint, device, untrained=untrained)
     if tuple(meta["image_size"]) != tuple(splits.test.images.shape[1:3]):
         raise ValueError("test split decoded at another size than the model's")  # callers decode at meta size
@@ -156,9 +196,10 @@ def stage_test(
     if model.needs_partners:
         gan = str(gan_checkpoint) if gan_checkpoint else meta.get("gan_checkpoint")
         partners = _test_partners(gan, None if gan_checkpoint else meta.get("gan_sha256"), splits, device)
+    numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
     t0 = time.perf_counter()
-    summary = evaluate_sysu(model, splits.test, device, partners=partners, mode=mode, shots=shots, trials=trials,
-                            feature=feature, flip=flip, batch_size=batch_size, amp=cfg.fusion.amp)
+    summary = evaluate_protocol(model, splits.test, device, spec, partners=partners, file_numbers=numbers,
+                                feature=feature, flip=flip, batch_size=batch_size, amp=cfg.fusion.amp)
     return {
         "dataset": splits.index.name,
         "data_root": str(splits.index.root),
@@ -167,18 +208,35 @@ def stage_test(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),
         "untrained": untrained,
-        "direction": "infrared query -> visible gallery",
         "device": str(device),
         "test_seconds": round(time.perf_counter() - t0, 2),
+        **({"regdb_trial": splits.index.extra["trial"]} if splits.index.name == "regdb" else {}),
         **summary,
+    }
+
+
+def combine_trials(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """RegDB: one result per trained model (split) -> mean +/- std over the splits.
+
+    Each input's per-trial figures are pooled (population std, as
+    :func:`common.metrics.summarize`); identity fields are listed per split.
+    """
+    keys = ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")
+    trials = [t for r in results for t in r["trials"]]
+    combined = {k: {"mean": float(np.mean([t[k] for t in trials])), "std": float(np.std([t[k] for t in trials]))} for k in keys}
+    first = results[0]
+    return {
+        **{k: first[k] for k in ("dataset", "data_root", "method", "direction", "feature", "flip", "mode", "shots", "device")},
+        "protocol": first["protocol"].replace("1 trial", f"{len(results)} trials"),
+        "num_trials": len(trials), "num_query": first["num_query"], "trials": trials,
+        "splits": [{k: r[k] for k in ("regdb_trial", "checkpoint", "checkpoint_sha256", "dataset_fingerprint") if k in r} for r in results],
+        **combined,
     }
 
 
 def format_results(results: dict[str, Any], title: str | None = None) -> str:
     """A results table in the papers' words (Rank-k, mAP, mINP as mean +/- std, percent)."""
-    name = PROTOCOL_NAMES.get(results["dataset"], results["dataset"])
-    shot = "single-shot" if results["shots"] == 1 else "multi-shot"
-    head = title or f"{name} {results['mode']}-search {shot}, {results['num_trials']} trials, {results['direction']}"
+    head = title or results["protocol"]
     cols = [("Rank-1", "rank1"), ("Rank-5", "rank5"), ("Rank-10", "rank10"), ("Rank-20", "rank20"), ("mAP", "mean_ap"), ("mINP", "minp")]
     top = "  ".join(f"{c:>13}" for c, _ in cols)
     row = "  ".join(f"{results[k]['mean']:6.2f} ± {results[k]['std']:4.2f}" for _, k in cols)
@@ -194,8 +252,12 @@ def run_all(
     device: torch.device,
     method: str | None = None,
     cache_dir: Path | None = None,
+    trial: int = 1,
 ) -> dict[str, Any]:
-    """The whole pipeline into ``run_dir``; returns (and writes) ``results.json``'s content."""
+    """The whole pipeline into ``run_dir``; returns (and writes) ``results.json``'s content.
+
+    ``trial`` selects the RegDB split (one trained model per split, as the papers report).
+    """
     from pipelines.data import load_splits
     from stage2_fusion.methods import METHODS
 
@@ -205,7 +267,7 @@ def run_all(
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
     run_dir = Path(run_dir)
     write_run_config(cfg, run_dir)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
     info(f"data: {splits.index.name} at {splits.index.root}: {len(splits.train)} training images "
          f"({len(set(splits.train.pids.tolist()))} ids), {len(splits.test)} test images ({len(set(splits.test.pids.tolist()))} ids)")
     cache = None
@@ -216,9 +278,9 @@ def run_all(
         info(f"stage 1 (DSGAN) and pairs: not needed by method {method}, skipped")
     reid = stage_train_fusion(cfg, method, splits, cache, run_dir, device)
     e = cfg.eval
-    results = stage_test(reid, splits, device, mode=e.mode, shots=e.shots, trials=e.trials, feature=e.feature, flip=e.flip, batch_size=e.batch_size)
-    baseline = stage_test(reid, splits, device, mode=e.mode, shots=e.shots, trials=e.trials, feature=e.feature, flip=e.flip,
-                          batch_size=e.batch_size, untrained=True)
+    spec = make_protocol(e, splits.index.name, splits.index.root)
+    results = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size)
+    baseline = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size, untrained=True)
     results["untrained_baseline"] = {k: baseline[k] for k in ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")}
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     results["run_dir"] = str(run_dir)

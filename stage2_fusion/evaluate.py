@@ -20,7 +20,7 @@ from common.array_cache import ArraySplit
 from common.augment import imagenet_normalize, to_float_images
 from common.errors import UserError
 from common.metrics import evaluate_ranking, summarize
-from common.protocols import sysu_ignore_mask, sysu_trials
+from common.protocols import ProtocolSpec, collapse_ids_for, protocol_trials
 from common.runlog import progress_bar
 from common.runtime import autocast
 
@@ -94,49 +94,60 @@ def extract_features(
     return out
 
 
-def evaluate_sysu(
+def evaluate_protocol(
     model: nn.Module,
     test: ArraySplit,
     device: torch.device,
+    spec: ProtocolSpec,
     *,
     partners: PartnerSource | None = None,
-    mode: str = "all",
-    shots: int = 1,
-    trials: int = 10,
+    file_numbers: np.ndarray | None = None,
     feature: str = "post",
     flip: bool = False,
     batch_size: int = 128,
     amp: bool = True,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """SYSU-MM01 protocol on a test split (SYSU-MM01 or the demo dataset).
+    """A dataset's standard test protocol on its test split.
 
-    Queries: all infrared test images; gallery: ``shots`` random images per identity per
-    visible camera (cams 1, 2, 4, 5 in all-search, 1, 2 in indoor-search), trial t drawn
-    with seed t as in the AGW code; camera-3 queries ignore camera-2 gallery images.
+    The protocol (:class:`common.protocols.ProtocolSpec`: SYSU-MM01 all/indoor search,
+    single/multi-shot, AGW random or official galleries; RegDB or LLCM direction) gives the
+    trials' query and gallery indices and ignore masks; each trial is scored with
+    :func:`common.metrics.evaluate_ranking` (repeated gallery identities collapsed in the
+    CMC where the dataset's reference code does).
+
+    Args:
+        file_numbers: int64 (N,) number in each test file name; needed by the SYSU-MM01
+            official protocol only.
 
     Returns:
         :func:`common.metrics.summarize` of the trials (percent, mean/std, per trial) plus
-        ``protocol``, ``mode``, ``shots``, ``num_trials``, ``num_query`` and ``feature``.
+        ``protocol`` (its description), ``dataset``, ``mode``, ``shots``, ``direction``,
+        ``num_trials``, ``num_query``, ``feature``, ``flip``.
+
+    Raises:
+        UserError: the model produces NaN/inf features (diverged training).
     """
-    trial_list = sysu_trials(test.pids, test.cams, mode=mode, shots=shots, num_trials=trials)
-    needed = np.unique(np.concatenate([trial_list[0].query] + [t.gallery for t in trial_list]))
+    trial_list = protocol_trials(spec, test.pids, test.cams, test.is_ir, file_numbers)
+    needed = np.unique(np.concatenate([t.query for t in trial_list] + [t.gallery for t in trial_list]))
     feats = extract_features(model, test, needed, device, partners=partners, feature=feature, flip=flip,
                              batch_size=batch_size, amp=amp, show_progress=show_progress)
     if not np.isfinite(feats).all():
         raise UserError("the model produces NaN/inf features on test images: its training diverged; retrain with a lower learning rate")
     row_of = np.full(len(test), -1, dtype=np.int64)
     row_of[needed] = np.arange(len(needed))
+    collapse = collapse_ids_for(spec.dataset)
     results = []
     for trial in trial_list:
         q, g = feats[row_of[trial.query]], feats[row_of[trial.gallery]]
-        dist = -(q @ g.T)  # (Q, G), lower = more similar
-        ignore = trial.ignore if trial.ignore is not None else sysu_ignore_mask(test.cams[trial.query], test.cams[trial.gallery])
-        results.append(evaluate_ranking(dist, test.pids[trial.query], test.pids[trial.gallery], ignore=ignore))
+        dist = -(q @ g.T)  # (Q, G), lower = more similar (cosine of L2-normalised features)
+        results.append(evaluate_ranking(dist, test.pids[trial.query], test.pids[trial.gallery], ignore=trial.ignore,
+                                        collapse_repeated_ids=collapse))
     summary = summarize(results)
     summary.update({
-        "protocol": "sysu-random-gallery (AGW)", "mode": mode, "shots": shots, "num_trials": trials,
-        "num_query": int(len(trial_list[0].query)), "feature": feature, "flip": flip,
+        "protocol": spec.describe(), "dataset": spec.dataset, "mode": spec.mode, "shots": spec.shots,
+        "direction": spec.direction, "num_trials": len(trial_list), "num_query": int(len(trial_list[0].query)),
+        "feature": feature, "flip": flip,
     })
     return summary
 

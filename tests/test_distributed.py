@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,9 +30,14 @@ def test_torchrun_two_cpu_processes_gloo(sysu_tree, tiny_cfg, tmp_path):
            "--master_port", str(_free_port()), "-m", "pipelines", "train-fusion", "--dataset", "sysu",
            "--data-root", str(sysu_tree), "--method", "agw", "--config", str(config), "--run-dir", str(run_dir),
            "--device", "cpu"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("re-ID checkpoint:") == 1  # rank 0 alone reports
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stdout.count("re-ID checkpoint:") == 1  # rank 0 alone reports
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = tiny_cfg.fusion.recipe("agw").epochs
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))  # one writer

@@ -139,22 +139,29 @@ def test_infinite_distances_rank_last_and_first():
 
 
 @pytest.mark.parametrize("collapse", [True, False])
-@pytest.mark.parametrize("padded", [True, False], ids=["padded-min", "reduceat-min"])
 @pytest.mark.parametrize(
-    "max_bins, chunk_elements, pairs_per_cell",
-    [(4096, 1 << 18, 2), (3, 37, 2), (1, 50, 0), (2, 1, 2)],
-    ids=["default", "few-bins-small-chunks", "one-bin-sorted-path", "one-row-chunks"],
+    "lower_path", ["sparse", "padded-min", "reduceat-min"]
+)
+@pytest.mark.parametrize(
+    "max_bins, chunk_elements, pairs_per_cell, workers",
+    [(4096, 1 << 19, 2, 1), (3, 37, 2, 2), (1, 50, 0, 1), (2, 1, 2, 2)],
+    ids=["default", "few-bins-small-chunks-2-threads", "one-bin-sorted-path", "one-row-chunks-2-threads"],
 )
 def test_agrees_with_per_query_reference(
-    monkeypatch, collapse, padded, max_bins, chunk_elements, pairs_per_cell
+    monkeypatch, collapse, lower_path, max_bins, chunk_elements, pairs_per_cell, workers
 ):
     # Few bins force many items into a match's bin; pairs_per_cell = 0 forces the sort path;
-    # `padded` picks the layout of the per-identity minimum used by the collapsed CMC.
+    # `lower_path` picks how the collapsed CMC finds the identities ahead of the first
+    # match (marking the items of lower bins, or a per-identity minimum in either layout);
+    # `workers` scans the chunks in two threads.
     monkeypatch.setattr(metrics, "_MAX_BINS", max_bins)
     monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", chunk_elements)
     monkeypatch.setattr(metrics, "_PAIRS_PER_CELL", pairs_per_cell)
-    monkeypatch.setattr(metrics, "_PADDED_MIN_BELOW", 10**9 if padded else 0)
+    monkeypatch.setattr(metrics, "_SPARSE_LOWER_DIVISOR", 0 if lower_path == "sparse" else 10**9)
+    monkeypatch.setattr(metrics, "_PADDED_MIN_BELOW", 10**9 if lower_path == "padded-min" else 0)
     monkeypatch.setattr(metrics, "_PADDED_MAX_OVERHEAD", 10**9)
+    monkeypatch.setattr(metrics, "_MAX_WORKERS", workers)
+    monkeypatch.setattr(metrics, "_available_cpus", lambda: 2)
     rng = np.random.default_rng(0)
     for trial in range(20):
         num_q, num_g = int(rng.integers(1, 30)), int(rng.integers(1, 50))
@@ -217,6 +224,39 @@ def test_invalid_inputs_raise_value_error(kwargs, message):
 def test_same_camera_mask():
     mask = same_camera_mask(np.array([1, 2]), np.array([1, 1, 2]), np.array([3, 3]), np.array([3, 1, 3]))
     np.testing.assert_array_equal(mask, [[True, False, False], [False, False, True]])
+    # Against the broadcast definition, with repeated (identity, camera) gallery pairs,
+    # query pairs absent from the gallery, and empty sides.
+    rng = np.random.default_rng(5)
+    q_pids, q_cams = rng.integers(0, 6, 50), rng.integers(1, 4, 50)
+    g_pids, g_cams = rng.integers(0, 5, 40), rng.integers(1, 4, 40)
+    expected = (q_pids[:, None] == g_pids) & (q_cams[:, None] == g_cams)
+    np.testing.assert_array_equal(same_camera_mask(q_pids, g_pids, q_cams, g_cams), expected)
+    assert same_camera_mask(q_pids[:0], g_pids, q_cams[:0], g_cams).shape == (0, 40)
+    assert same_camera_mask(q_pids, g_pids[:0], q_cams, g_cams[:0]).shape == (50, 0)
+
+
+def test_thread_count_does_not_change_the_result(monkeypatch):
+    # Many small chunks scanned by one or two threads: bit-identical sums (chunk order).
+    rng = np.random.default_rng(7)
+    dist = rng.normal(size=(300, 90))
+    q_pids, g_pids = rng.integers(0, 20, 300), rng.integers(0, 20, 90)
+    ignore = rng.random(dist.shape) < 0.1
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 900)  # 10 rows per chunk
+    monkeypatch.setattr(metrics, "_available_cpus", lambda: 2)
+    results = []
+    for workers in (1, 2):
+        monkeypatch.setattr(metrics, "_MAX_WORKERS", workers)
+        results.append(evaluate_ranking(dist, q_pids, g_pids, ignore=ignore))
+    one, two = results
+    assert one.mean_ap == two.mean_ap and one.minp == two.minp
+    np.testing.assert_array_equal(one.cmc, two.cmc)
+    expected = reference_metrics(dist, q_pids, g_pids, ignore)
+    assert one.mean_ap == pytest.approx(expected[1], abs=1e-12)
+    monkeypatch.setattr(metrics, "_MAX_WORKERS", 2)
+    with pytest.raises(ValueError, match="NaN"):  # errors inside a thread reach the caller
+        bad = dist.copy()
+        bad[250, 3] = np.nan
+        evaluate_ranking(bad, q_pids, g_pids)
 
 
 def test_ranking_metrics_properties():
