@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common.datasets.base import IR, VIS, DatasetIndex, Sample
+from common.datasets.base import IR, VIS, DatasetIndex, Sample, read_image_list
 from common.errors import UserError
 
 CAMERAS = tuple(range(1, 10))
@@ -112,36 +112,15 @@ def read_train_list(root: Path, path: Path, modality: str) -> list[Sample]:
             without identity or camera 1..9, a listed image that does not exist, or a list
             without any line.
     """
-    if not path.is_file():
-        raise UserError(f"{path} is missing; {_HINT}")
-    samples: list[Sample] = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        tokens = line.split()
-        if len(tokens) != 2:
-            raise UserError(f"{path} line {number} is malformed: expected {_LINE_FORMAT}")
-        rel, label = tokens
-        try:
-            int(label)
-        except ValueError:
-            raise UserError(
-                f"{path} line {number} is malformed: the label '{label}' is not an integer; expected {_LINE_FORMAT}"
-            ) from None
+
+    def parse(rel: str) -> tuple[int, int] | str:
         parsed = _pid_and_cam(rel)
         if parsed is None or parsed[1] not in CAMERAS:
-            raise UserError(
-                f"{path} line {number} is malformed: cannot read identity and camera 1..9 from '{rel}'; "
-                f"expected {_LINE_FORMAT}"
-            )
-        image = root / rel
-        if not image.is_file():
-            raise UserError(f"{image} is missing (listed in {path} line {number}); restore the LLCM images")
-        samples.append(Sample(str(image), parsed[0], parsed[1], modality))
-    if not samples:
-        raise UserError(f"{path} lists no images; expected lines {_LINE_FORMAT}")
-    return samples
+            return f"cannot read identity and camera 1..9 from '{rel}'"
+        return parsed
+
+    return read_image_list(root, path, modality, parse=parse, line_format=_LINE_FORMAT, missing_hint=_HINT,
+                           restore_hint="restore the LLCM images")
 
 
 def _test_samples(root: Path, ids: list[int]) -> list[Sample]:

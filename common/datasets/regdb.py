@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.datasets.base import IR, VIS, DatasetIndex, Sample
+from common.datasets.base import IR, VIS, DatasetIndex, Sample, read_image_list
 from common.errors import UserError
 
 TRIALS = tuple(range(1, 11))
@@ -67,38 +67,16 @@ def read_index_file(root: Path, path: Path, modality: str) -> list[Sample]:
             path without a numeric person folder, a listed image that does not exist, or a
             list without any line.
     """
-    if not path.is_file():
-        raise UserError(f"{path} is missing; {_LISTS_HINT}")
     cam = VISIBLE_CAM if modality == VIS else THERMAL_CAM
-    samples: list[Sample] = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        tokens = line.split()
-        if len(tokens) != 2:
-            raise UserError(f"{path} line {number} is malformed: expected {_LINE_FORMAT}")
-        rel, label = tokens
-        try:
-            int(label)
-        except ValueError:
-            raise UserError(
-                f"{path} line {number} is malformed: the label '{label}' is not an integer; expected {_LINE_FORMAT}"
-            ) from None
+
+    def parse(rel: str) -> tuple[int, int] | str:
         parts = Path(rel.replace("\\", "/")).parts
         if len(parts) < 2 or not parts[-2].isdigit():
-            raise UserError(
-                f"{path} line {number} is malformed: '{rel}' has no numeric person-id folder; expected {_LINE_FORMAT}"
-            )
-        image = root / rel
-        if not image.is_file():
-            raise UserError(
-                f"{image} is missing (listed in {path} line {number}); restore the RegDB Visible/ and Thermal/ images"
-            )
-        samples.append(Sample(str(image), int(parts[-2]), cam, modality))
-    if not samples:
-        raise UserError(f"{path} lists no images; expected lines {_LINE_FORMAT}")
-    return samples
+            return f"'{rel}' has no numeric person-id folder"
+        return int(parts[-2]), cam
+
+    return read_image_list(root, path, modality, parse=parse, line_format=_LINE_FORMAT, missing_hint=_LISTS_HINT,
+                           restore_hint="restore the RegDB Visible/ and Thermal/ images")
 
 
 def _sorted(samples: list[Sample]) -> list[Sample]:
