@@ -282,15 +282,23 @@ def test_cmd(
 
     if dataset not in REID_DATASETS:
         raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {', '.join(REID_DATASETS)}")
-    trial = trial or [1]
-    if dataset == "regdb" and len(trial) != len(checkpoint):
+    if dataset == "regdb" and trial and len(trial) != len(checkpoint):
         raise UserError(f"RegDB tests one model per split: got {len(checkpoint)} --checkpoint and {len(trial)} --trial; pass one --trial per --checkpoint")
     if dataset != "regdb" and len(checkpoint) != 1:
         raise UserError(f"--dataset {dataset} tests one --checkpoint at a time (several are for RegDB splits)")
     dev = resolve_device(device)
     results = []
-    for ckpt, split_trial in zip(checkpoint, trial if dataset == "regdb" else [1]):
+    for i, ckpt in enumerate(checkpoint):
         state = load_checkpoint(ckpt, "reid")
+        split_trial = 1
+        if dataset == "regdb":
+            recorded = state.get("regdb_trial")
+            split_trial = trial[i] if trial else recorded
+            if split_trial is None:
+                raise UserError(f"{ckpt} does not record its RegDB split; pass --trial N, the split it was trained on")
+            if recorded is not None and recorded != split_trial:
+                raise UserError(f"{ckpt} was trained on RegDB split {recorded}; split {split_trial}'s test identities include "
+                                f"its training identities: pass --trial {recorded}")
         cfg = config_from_dict(state["config"])
         splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]), trial=split_trial)
         del state

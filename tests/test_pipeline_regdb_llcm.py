@@ -71,6 +71,18 @@ def test_regdb_test_refuses_unpaired_checkpoints_and_trials(regdb_runs):
     assert "one --trial per --checkpoint" in str(res.exception)
 
 
+def test_regdb_test_takes_the_recorded_split_and_refuses_another(regdb_runs):
+    root, runs = regdb_runs
+    res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root), "--checkpoint", str(runs[2]),
+                                   "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert _last_json(res.stdout)["regdb_trial"] == 2  # from the checkpoint, no --trial given
+    res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root), "--checkpoint", str(runs[2]),
+                                   "--trial", "1", "--device", "cpu"])
+    assert isinstance(res.exception, UserError)
+    assert "trained on RegDB split 2" in str(res.exception) and "--trial 2" in str(res.exception)
+
+
 def test_llcm_run_all_then_both_directions(tmp_path):
     from common.config import load_config
     from tests.conftest import TINY_OVERRIDES
