@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,27 @@ from stage2_fusion.train import train_fusion
 from tests.conftest import TINY_OVERRIDES
 
 CPU = torch.device("cpu")
+
+
+class _Killed(Exception):
+    """Stands for a process killed right after a checkpoint write."""
+
+
+@contextmanager
+def crash_after_first_epoch(monkeypatch, trainer_module):
+    """Make ``trainer_module.save_checkpoint`` raise right after writing epoch 1's last.pt;
+    the block must end in that crash."""
+    original = trainer_module.save_checkpoint
+
+    def save_then_crash(path, kind, payload):
+        original(path, kind, payload)
+        if Path(path).name == "last.pt" and payload["epoch"] == 1:
+            raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "save_checkpoint", save_then_crash)
+        with pytest.raises(_Killed):
+            yield
 
 
 def test_run_all_on_sysu_layout_tree_then_skips_on_rerun(sysu_tree, tiny_cfg, tmp_path, capsys):
@@ -51,29 +73,15 @@ def test_run_dir_with_other_config_is_refused(sysu_tree, tiny_cfg, tmp_path):
         run_all(other, dataset="sysu", data_root=sysu_tree, run_dir=run_dir, device=CPU, method="agw")
 
 
-def test_resumed_fusion_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path):
+def test_resumed_fusion_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
     splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
     full = train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "a" / "fusion", CPU)
-    # interrupted run: train 1 epoch (a config with epochs=1 has another stage key, so emulate the crash
-    # by stopping after the first epoch's last.pt and removing the final checkpoint)
-    class Stop(Exception):
-        pass
-
+    # interrupted run: a config with epochs=1 has another stage key, so emulate the crash by stopping
+    # right after the first epoch's last.pt
     import stage2_fusion.train as trainer
 
-    original = trainer.save_checkpoint
-
-    def crash_after_first_last(path, kind, payload):
-        original(path, kind, payload)
-        if Path(path).name == "last.pt" and payload["epoch"] == 1:
-            raise Stop
-
-    trainer.save_checkpoint = crash_after_first_last
-    try:
-        with pytest.raises(Stop):
-            train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "b" / "fusion", CPU)
-    finally:
-        trainer.save_checkpoint = original
+    with crash_after_first_epoch(monkeypatch, trainer):
+        train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "b" / "fusion", CPU)
     assert not (tmp_path / "b" / "fusion" / "reid.pt").exists()
     resumed = train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "b" / "fusion", CPU)
     wa = torch.load(full, weights_only=False)["model"]
@@ -174,28 +182,14 @@ def test_on_the_fly_partners_equal_the_cached_ones_and_train(sysu_tree, tiny_cfg
     assert state["pairs"] == "on-the-fly" and state["gan_checkpoint"] == str(gan)
 
 
-def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path):
+def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
     import stage1_dsgan.train as gan_trainer
 
     splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
     full = stage_train_gan(tiny_cfg, splits, tmp_path / "a", CPU)
 
-    class Stop(Exception):
-        pass
-
-    original = gan_trainer.save_checkpoint
-
-    def crash_after_first_epoch(path, kind, payload):
-        original(path, kind, payload)
-        if Path(path).name == "last.pt" and payload["epoch"] == 1:
-            raise Stop
-
-    gan_trainer.save_checkpoint = crash_after_first_epoch
-    try:
-        with pytest.raises(Stop):
-            stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
-    finally:
-        gan_trainer.save_checkpoint = original
+    with crash_after_first_epoch(monkeypatch, gan_trainer):
+        stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
     resumed = stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
     a, b = torch.load(full, weights_only=False), torch.load(resumed, weights_only=False)
     for net in ("g_vis2ir", "g_ir2vis", "d_ir", "d_vis"):
