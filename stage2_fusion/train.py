@@ -39,6 +39,7 @@ from common.runlog import RunLog, info, progress_bar
 from common.runtime import DistInfo, autocast, epoch_seed, seed_everything
 from common.samplers import Batch, IdentitySampler
 from stage2_fusion.methods import build_method
+from stage2_fusion.optim import build_optimizer, build_scheduler
 
 FINAL_NAME = "reid.pt"
 LAST_NAME = "last.pt"
@@ -67,16 +68,6 @@ class TrainOptions:
     dist: DistInfo = field(default_factory=DistInfo)
 
 
-def lr_factor(epoch: int, warmup_epochs: int, milestones: tuple[int, ...], gamma: float) -> float:
-    """Learning-rate multiplier of an epoch (0-based).
-
-    Linear warm-up (epoch + 1) / warmup_epochs for epoch < warmup_epochs (AGW train.py
-    ``adjust_learning_rate``), times gamma ** (number of milestones <= epoch).
-    """
-    warm = (epoch + 1) / warmup_epochs if epoch < warmup_epochs else 1.0
-    return warm * gamma ** sum(epoch >= m for m in milestones)
-
-
 def fusion_stage_key(cfg: Config, method: str, data_fingerprint: str, partner_id: str | None) -> str:
     """Identity of a stage-2 training: method, its recipe, model settings, data, partners."""
     f = cfg.fusion
@@ -87,24 +78,36 @@ def fusion_stage_key(cfg: Config, method: str, data_fingerprint: str, partner_id
     })
 
 
-def _param_groups(model: torch.nn.Module, lr: float, backbone_mult: float) -> list[dict]:
-    head_ids = {id(p) for m in model.head_modules() for p in m.parameters()}
-    heads = [p for p in model.parameters() if id(p) in head_ids and p.requires_grad]
-    body = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
-    return [{"params": body, "lr": lr * backbone_mult}, {"params": heads, "lr": lr}]
-
-
 def build_for_training(cfg: Config, method: str, num_classes: int, device: torch.device):
-    """Model, loss function, optimiser, LR scheduler and recipe, initialised with the config seed."""
+    """Model, loss function, optimiser, LR scheduler and recipe, initialised with the config seed.
+
+    The optimiser and schedule are :mod:`stage2_fusion.optim`'s (group 0 = body at
+    ``lr * backbone_lr_mult``, group 1 = heads at ``lr``).
+    """
     recipe = cfg.fusion.recipe(method)
     seed_everything(cfg.fusion.seed)
     model, loss_fn = build_method(method, cfg, num_classes)
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_param_groups(model, recipe.lr, recipe.backbone_lr_mult), lr=recipe.lr,
-                                momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: lr_factor(epoch, recipe.warmup_epochs, tuple(recipe.milestones), recipe.gamma))
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe)
     return model, loss_fn, optimizer, scheduler, recipe
+
+
+def build_sampler(recipe, train: ArraySplit, dist: DistInfo = DistInfo()) -> IdentitySampler:
+    """The recipe's identity sampler over a training split (P x K per modality, with or
+    without replacement as the recipe says: AGW with, TSME without)."""
+    return IdentitySampler(train.pids, train.is_ir, recipe.ids_per_batch, recipe.images_per_id,
+                           replace=recipe.sample_with_replacement, steps_per_epoch=recipe.steps_per_epoch,
+                           rank=dist.rank, world_size=dist.world_size)
+
+
+def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, scaler) -> tuple[int, float]:
+    """Load a ``last.pt`` dict into the training objects; returns (epochs done, best Rank-1)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return state["epoch"], state["best_rank1"]
 
 
 def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -187,9 +190,7 @@ def train_fusion(
         raise UserError(f"{final} was trained with other settings, data or partners; use another --run-dir or delete {out_dir}")
 
     recipe = cfg.fusion.recipe(method)
-    sampler = IdentitySampler(train.pids, train.is_ir, recipe.ids_per_batch, recipe.images_per_id,
-                              replace=recipe.sample_with_replacement, steps_per_epoch=recipe.steps_per_epoch,
-                              rank=dist.rank, world_size=dist.world_size)
+    sampler = build_sampler(recipe, train, dist)
     model, loss_fn, optimizer, scheduler, _ = build_for_training(cfg, method, sampler.num_classes, device)
     if model.needs_partners and pair_cache is None and translate is None:
         raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (from pipeline generate-pairs) or --pairs on-the-fly")
@@ -202,11 +203,7 @@ def train_fusion(
         state = load_checkpoint(last, "reid", map_location=device)
         if state.get("stage_key") != key:
             raise UserError(f"{last} belongs to a run with other settings, data or partners; use another --run-dir or delete {out_dir}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, best_rank1 = state["epoch"], state["best_rank1"]
+        start_epoch, best_rank1 = restore_training_state(state, model, optimizer, scheduler, scaler)
         info(f"stage 2 ({method}): resuming from {last} after epoch {start_epoch}")
 
     step_model = model
