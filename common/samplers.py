@@ -5,8 +5,11 @@ identities without replacement and, per identity, K visible and K infrared image
 replacement; the visible and infrared halves list the identities in the same order.
 TSME's sampler draws images without replacement; ``replace=False`` does that, falling
 back to replacement for an identity with fewer than K images of a modality (SYSU-MM01 has
-identities with only a few images per camera). An epoch has
-``floor(max(#visible, #infrared) / (P * K))`` steps unless told otherwise (AGW).
+identities with only a few images per camera), whatever the other identities hold. An
+epoch has ``int(N / (P * K)) + 1`` steps with N = max(#visible, #infrared) unless told
+otherwise: AGW's ``IdentitySampler`` loops ``for j in range(int(N / (batchSize * num_pos))
++ 1)`` (696 steps on SYSU-MM01's 22,258 visible training images with 8 x 4); TSME's sampler
+file is not published with its code, so it gets the same rule.
 
 Batches are drawn with whole-array NumPy operations (no per-image Python loop).
 """
@@ -45,17 +48,15 @@ class _Groups:
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
 
     def draw(self, rng: np.random.Generator, chosen: np.ndarray, k: int, replace: bool) -> np.ndarray:
+        """K positions per chosen class: (P * K,) image indices, class-major."""
         counts = self.counts[chosen]  # (P,)
-        if replace:
-            pos = np.floor(rng.random((len(chosen), k)) * counts[:, None]).astype(np.int64)
-        else:
-            width = int(counts.max())
-            keys = rng.random((len(chosen), width))
-            keys[np.arange(width)[None, :] >= counts[:, None]] = np.inf  # padding sorts last
-            pos = np.argsort(keys, axis=1)[:, :k]
-            short = counts < k  # too few images: fall back to replacement for these rows
-            if short.any():
-                pos[short] = np.floor(rng.random((int(short.sum()), k)) * counts[short, None]).astype(np.int64)
+        pos = np.floor(rng.random((len(chosen), k)) * counts[:, None]).astype(np.int64)  # with replacement
+        enough = counts >= k  # without replacement where a class holds at least K images
+        if not replace and enough.any():
+            width = int(counts[enough].max())  # >= k
+            keys = rng.random((int(enough.sum()), width))
+            keys[np.arange(width)[None, :] >= counts[enough, None]] = np.inf  # padding sorts last
+            pos[enough] = np.argsort(keys, axis=1)[:, :k]
         return self.flat[self.offsets[chosen][:, None] + pos].reshape(-1)
 
 
@@ -67,7 +68,7 @@ class IdentitySampler:
         is_ir: bool (N,) modality of every training image.
         ids_per_batch: P; images_per_id: K (per modality).
         replace: draw images with replacement (AGW) or without (TSME).
-        steps_per_epoch: 0 = floor(max(#visible, #infrared) / (P * K)), at least 1.
+        steps_per_epoch: 0 = int(max(#visible, #infrared) / (P * K)) + 1 (AGW).
         rank, world_size: distributed training; the epoch's sequence of batches is drawn
             as if by one process and rank r keeps steps r, r + W, ...; every rank takes the
             same number of steps, ``max(1, steps // W)`` (DistributedDataParallel needs
@@ -106,7 +107,7 @@ class IdentitySampler:
         self.ir = _Groups(idx[keep & is_ir], labels[keep & is_ir], len(both))
         self.p, self.k, self.replace = ids_per_batch, images_per_id, replace
         n_max = max(int((keep & ~is_ir).sum()), int((keep & is_ir).sum()))
-        self.steps_total = steps_per_epoch or max(1, n_max // (ids_per_batch * images_per_id))
+        self.steps_total = steps_per_epoch or n_max // (ids_per_batch * images_per_id) + 1
         self.rank, self.world_size = rank, world_size
 
     @property
