@@ -34,6 +34,9 @@ from stage1_dsgan.generate import generate_pairs
 from stage1_dsgan.networks import build_dsgan
 
 
+NO_IMAGENET = {"gan": {"pretrained": "none"}, "fusion": {"backbone": {"pretrained": "none"}}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="demo", choices=["demo", "paper"])
@@ -43,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    cfg = load_config(args.profile)
+    cfg = load_config(args.profile, overrides=NO_IMAGENET)  # throughput does not depend on the weights
     h, w = cfg.data.height, cfg.data.width
     torch.manual_seed(0)
     model = build_dsgan(cfg.gan)

@@ -61,7 +61,9 @@ class GanConfig:
             ((3, 4, 6, 3) is ResNet-50).
         base_width: channels of the stem (64 in ResNet-50); all widths scale with it.
         disc_widths: PatchGAN discriminator widths (TSME: 128, 128, 256, 512).
-        pretrained: path of a torchvision ResNet-50 state dict for the encoders, or "none".
+        pretrained: path of a torchvision ResNet-50 state dict for the encoders, "imagenet"
+            (the torchvision weights cache), "none" (from scratch) or "required" (the paper
+            profile: training refuses to start until a path or "none" is given).
         epochs, decay_start_epoch: constant learning rate until ``decay_start_epoch``,
             then linear decay to zero at ``epochs`` (CycleGAN schedule).
         steps_per_epoch: optimiser steps per epoch; 0 = max(#visible, #infrared) / batch.
@@ -106,7 +108,8 @@ class BackboneConfig:
         nonlocal_inter_channels: theta/phi/g width of the non-local blocks; AGW's code
             runs 1, 0 means C / 2 (the non-local paper's choice).
         pretrained: path of a torchvision ResNet-50 state dict, "imagenet" (the
-            torchvision weights cache) or "none".
+            torchvision weights cache), "none" (from scratch) or "required" (the paper
+            profile: training refuses to start until a path or "none" is given).
     """
 
     layers: tuple[int, ...] = (3, 4, 6, 3)
@@ -126,10 +129,11 @@ class RecipeConfig:
         images_per_id: K images per identity *per modality* (batch = P*K visible + P*K IR).
         sample_with_replacement: images drawn with replacement (AGW) or without (TSME).
         epochs: training epochs.
-        steps_per_epoch: 0 = floor(max(#visible, #infrared) / (P*K)), as the AGW code.
+        steps_per_epoch: 0 = int(max(#visible, #infrared) / (P*K)) + 1, as the AGW code.
+        optimizer: "sgd" (AGW, TSME: momentum, Nesterov) or "adam" (MSO).
         lr: learning rate of the new layers (heads); the backbone gets
             ``lr * backbone_lr_mult``.
-        momentum, weight_decay, nesterov: SGD settings.
+        momentum, weight_decay, nesterov: SGD settings (Adam uses weight_decay only).
         warmup_epochs: linear warm-up, lr * (epoch + 1) / warmup_epochs (AGW).
         milestones, gamma: step decay epochs and factor.
         pad, flip_p, erasing_p, channel_aug, gray_mix_p: augmentation (zero-pad + random
@@ -146,6 +150,7 @@ class RecipeConfig:
     sample_with_replacement: bool = True
     epochs: int = 80
     steps_per_epoch: int = 0
+    optimizer: str = "sgd"
     lr: float = 0.1
     backbone_lr_mult: float = 0.1
     momentum: float = 0.9
@@ -324,9 +329,11 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
 def _validate(cfg: Config) -> Config:
     if cfg.fusion.method not in METHODS:
         raise UserError(f"fusion.method '{cfg.fusion.method}' is unknown; choose one of: {', '.join(METHODS)}")
-    for method in cfg.fusion.recipes:
+    for method, recipe in cfg.fusion.recipes.items():
         if method not in METHODS:
             raise UserError(f"fusion.recipes.{method}: unknown method; choose among: {', '.join(METHODS)}")
+        if recipe.optimizer not in ("sgd", "adam"):
+            raise UserError(f"fusion.recipes.{method}.optimizer '{recipe.optimizer}' is unknown; use 'sgd' or 'adam'")
     if cfg.eval.mode not in ("all", "indoor"):
         raise UserError(f"eval.mode '{cfg.eval.mode}' is unknown; use 'all' or 'indoor'")
     if cfg.eval.shots not in (1, 10):
@@ -388,6 +395,33 @@ def load_config(
     if overrides:
         table = _merge(table, overrides)
     return config_from_dict(table)
+
+
+def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True) -> None:
+    """Refuse to train a stage whose ImageNet weights are still ``"required"`` (paper profile).
+
+    Both TSME (its DSGAN encoder and re-ID streams) and AGW start from ImageNet ResNet-50
+    weights; training the paper profile from scratch by accident would cost a GPU day and
+    give far lower numbers, so the choice must be explicit: ``--pretrained PATH`` or
+    ``--pretrained none``.
+
+    Raises:
+        UserError: naming the key and both ways out.
+    """
+    from common.resnet import PRETRAINED_REQUIRED, pretrained_required_message
+
+    if gan and cfg.gan.pretrained == PRETRAINED_REQUIRED:
+        raise UserError(pretrained_required_message("gan.pretrained"))
+    if fusion and cfg.fusion.backbone.pretrained == PRETRAINED_REQUIRED:
+        raise UserError(pretrained_required_message("fusion.backbone.pretrained"))
+
+
+def for_inference(cfg: Config) -> Config:
+    """``cfg`` with no ImageNet weights to load: for rebuilding a trained model whose
+    weights come from its checkpoint (the training machine's weights file need not exist here)."""
+    backbone = dataclasses.replace(cfg.fusion.backbone, pretrained="none")
+    return dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, pretrained="none"),
+                               fusion=dataclasses.replace(cfg.fusion, backbone=backbone))
 
 
 # --------------------------------------------------------------------------- writing

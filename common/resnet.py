@@ -23,6 +23,17 @@ EXPANSION = 4
 RESNET50_LAYERS = (3, 4, 6, 3)
 TORCHVISION_RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth", "resnet50-19c8e357.pth")
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+#: The paper profile's value: both papers start from ImageNet, so a run must choose (a path or "none").
+PRETRAINED_REQUIRED = "required"
+
+
+def pretrained_required_message(key: str) -> str:
+    """The one-line refusal for a run that has not chosen its ImageNet weights."""
+    return (
+        f"{key} is '{PRETRAINED_REQUIRED}': the paper profile starts from ImageNet ResNet-50 weights, as TSME and AGW do; "
+        f"pass --pretrained PATH (torchvision's resnet50-0676ba61.pth, from {RESNET50_URL}) or --pretrained none "
+        "to train from scratch on purpose"
+    )
 
 
 class Bottleneck(nn.Module):
@@ -126,8 +137,11 @@ def resolve_pretrained(spec: str) -> Path | None:
         The file, or None for ``"none"``.
 
     Raises:
-        UserError: when the file is not there, saying how to obtain it.
+        UserError: when the file is not there, saying how to obtain it; for
+            ``"required"`` (the paper profile's default: no choice made yet).
     """
+    if spec == PRETRAINED_REQUIRED:
+        raise UserError(pretrained_required_message("pretrained"))
     if spec in ("", "none"):
         return None
     how = (

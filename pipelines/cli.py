@@ -37,6 +37,12 @@ def _config(profile: str, config: Path | None, overrides: dict[str, Any] | None 
     return load_config(profile, config, overrides)
 
 
+def require_pretrained_choice(cfg, **stages) -> None:
+    from common.config import require_pretrained_choice as check
+
+    check(cfg, **stages)
+
+
 def _print(text: str) -> None:
     typer.echo(text)
 
@@ -154,6 +160,7 @@ def train_gan_cmd(
     if pretrained is not None:
         overrides["gan"] = {"pretrained": pretrained}
     cfg = _config(profile, config, overrides)
+    require_pretrained_choice(cfg, gan=True, fusion=False)
     run_dir = run_dir or Path("checkpoints") / f"{dataset}-gan-{cfg.profile}"
     write_run_config(cfg, run_dir)
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, trial=trial)
@@ -222,6 +229,7 @@ def train_fusion_cmd(
     method = method or cfg.fusion.method
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
+    require_pretrained_choice(cfg, gan=False)
     on_the_fly = pairs == "on-the-fly"
     if on_the_fly and gan_checkpoint is None:
         raise UserError("--pairs on-the-fly translates with a frozen generator: pass --gan-checkpoint GAN.pt")
@@ -278,7 +286,7 @@ def test_cmd(
     from common.datasets import REID_DATASETS
     from common.runtime import resolve_device
     from pipelines.data import load_splits
-    from pipelines.run_all import combine_trials, format_results, make_protocol, stage_test
+    from pipelines.run_all import attach_best_on_test, best_on_test, combine_trials, format_results, make_protocol, stage_test
 
     if dataset not in REID_DATASETS:
         raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {', '.join(REID_DATASETS)}")
@@ -287,7 +295,7 @@ def test_cmd(
     if dataset != "regdb" and len(checkpoint) != 1:
         raise UserError(f"--dataset {dataset} tests one --checkpoint at a time (several are for RegDB splits)")
     dev = resolve_device(device)
-    results = []
+    results, bests = [], []
     for i, ckpt in enumerate(checkpoint):
         state = load_checkpoint(ckpt, "reid")
         split_trial = 1
@@ -304,9 +312,12 @@ def test_cmd(
         del state
         spec = make_protocol(cfg.eval, dataset, splits.index.root, mode=mode, shots=shots, trials=trials,
                              direction=direction, protocol=protocol, perm_file=str(perm_file) if perm_file else None)
-        results.append(stage_test(ckpt, splits, dev, spec, feature=feature or cfg.eval.feature, flip=flip,
-                                  gan_checkpoint=gan_checkpoint, untrained=untrained, batch_size=cfg.eval.batch_size))
+        kwargs = dict(feature=feature or cfg.eval.feature, flip=flip, gan_checkpoint=gan_checkpoint, batch_size=cfg.eval.batch_size)
+        results.append(stage_test(ckpt, splits, dev, spec, untrained=untrained, **kwargs))
+        bests.append(None if untrained else best_on_test(ckpt, splits, dev, spec, **kwargs))
     result = results[0] if len(results) == 1 else combine_trials(results)
+    if all(b is not None for b in bests):  # a best.pt beside every tested reid.pt
+        attach_best_on_test(result, bests[0] if len(bests) == 1 else combine_trials(bests))
     tag = "-".join(str(x) for x in (result["mode"] if dataset in ("sysu", "demo") else result["direction"],
                                      f"{result['shots']}shot" if dataset in ("sysu", "demo") else "",
                                      "untrained" if untrained else "") if x)

@@ -168,14 +168,14 @@ def load_reid_model(path, device: torch.device, *, untrained: bool = False):
         UserError: missing file or not a re-ID checkpoint.
     """
     from common.checkpoint import load_checkpoint
-    from common.config import config_from_dict
+    from common.config import config_from_dict, for_inference
     from common.runtime import seed_everything
     from stage2_fusion.methods import build_method
 
     state = load_checkpoint(path, "reid")
     cfg = config_from_dict(state["config"])
     seed_everything(cfg.fusion.seed)
-    model, _ = build_method(state["method"], cfg, state["num_classes"])
+    model, _ = build_method(state["method"], for_inference(cfg), state["num_classes"])
     if not untrained:
         model.load_state_dict(state["model"])
     model = model.to(device).to(memory_format=torch.channels_last).eval()

@@ -12,16 +12,6 @@ def test_profile_round_trips_through_written_toml(profile):
     assert config_from_dict(tomllib.loads(dump_config(cfg))) == cfg
 
 
-def test_paper_profile_holds_the_papers_settings():
-    cfg = load_config("paper")
-    assert (cfg.data.height, cfg.data.width) == (288, 144)
-    assert cfg.fusion.backbone.layers == (3, 4, 6, 3) and cfg.fusion.backbone.nonlocal_blocks == (0, 2, 3, 0)
-    agw, tsme = cfg.fusion.recipe("agw"), cfg.fusion.recipe("tsme")
-    assert (agw.ids_per_batch, agw.images_per_id, agw.warmup_epochs, agw.milestones) == (8, 4, 10, (20, 50))
-    assert (tsme.ids_per_batch, tsme.images_per_id, tsme.hc_weight, tsme.milestones) == (4, 6, 0.5, (20, 40, 60))
-    assert (cfg.gan.lambda_cycle, cfg.gan.lambda_identity, cfg.gan.pool_size, cfg.gan.lr) == (10.0, 5.0, 50, 2e-4)
-
-
 def test_config_file_overrides_profile(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text("[gan]\nepochs = 7\n[fusion.recipes.tsme]\nlr = 0.05\n")
@@ -48,3 +38,20 @@ def test_unknown_profile_and_missing_file():
         load_config("huge")
     with pytest.raises(UserError, match="does not exist"):
         load_config("demo", config_file="/nonexistent/cfg.toml")
+
+
+def test_paper_profile_refuses_to_train_without_a_choice_of_imagenet_weights():
+    from common.config import for_inference, require_pretrained_choice
+
+    paper = load_config("paper")
+    with pytest.raises(UserError, match=r"fusion\.backbone\.pretrained is 'required'.*--pretrained PATH.*--pretrained none"):
+        require_pretrained_choice(paper, gan=False)
+    with pytest.raises(UserError, match=r"gan\.pretrained"):
+        require_pretrained_choice(paper, gan=True, fusion=False)
+    chosen = load_config("paper", overrides={"gan": {"pretrained": "none"}, "fusion": {"backbone": {"pretrained": "none"}}})
+    require_pretrained_choice(chosen, gan=True)  # an explicit 'none' trains from scratch
+    require_pretrained_choice(load_config("demo"), gan=True)  # the demo profile trains from scratch by design
+    # a trained model is rebuilt without reading any ImageNet file
+    rebuilt = for_inference(load_config("paper", overrides={"fusion": {"backbone": {"pretrained": "/gone/resnet50.pth"}}}))
+    assert rebuilt.fusion.backbone.pretrained == "none" and rebuilt.gan.pretrained == "none"
+    assert rebuilt.fusion.backbone.layers == paper.fusion.backbone.layers
