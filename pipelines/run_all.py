@@ -26,7 +26,7 @@ import torch
 
 from common.atomic import atomic_write_json, atomic_write_text
 from common.checkpoint import file_sha256
-from common.config import Config, config_section_dict, dump_config
+from common.config import Config, config_section_dict, dump_config, require_pretrained_choice
 from common.errors import UserError
 from common.pair_cache import MANIFEST, PairCache, open_pair_cache
 from common.protocols import ProtocolSpec
@@ -37,6 +37,11 @@ from stage1_dsgan.generate import generate_pairs, load_generators, make_translat
 from stage1_dsgan.train import train_gan
 from stage2_fusion.evaluate import evaluate_protocol, load_reid_model
 from stage2_fusion.train import TrainOptions, train_fusion
+
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")
+LAST_EPOCH = "last epoch"
+BEST_ON_TEST = "best test-set Rank-1 during training (optimistic: chosen on the test set, as AGW and TSME report)"
+
 
 def write_run_config(cfg: Config, run_dir: Path) -> Path:
     """Write ``config.toml`` into the run directory, refusing to change an existing one.
@@ -94,7 +99,12 @@ def file_numbers(samples) -> np.ndarray:
 
 
 def stage_train_gan(cfg: Config, splits: Splits, run_dir: Path, device: torch.device) -> Path:
-    """Stage 1 into ``<run>/gan``; returns ``gan.pt``."""
+    """Stage 1 into ``<run>/gan``; returns ``gan.pt``.
+
+    Raises:
+        UserError: the paper profile without a choice of ImageNet weights.
+    """
+    require_pretrained_choice(cfg, gan=True, fusion=False)
     return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name)
 
 
@@ -141,6 +151,7 @@ def stage_train_fusion(
     """
     from stage2_fusion.methods import METHODS
 
+    require_pretrained_choice(cfg, gan=False)
     meta: dict[str, Any] = {"dataset": splits.index.name}
     if splits.index.name == "regdb":  # pipeline test checks it: another split's test ids are training ids here
         meta["regdb_trial"] = splits.index.extra["trial"]
@@ -192,6 +203,7 @@ def stage_test(
 ) -> dict[str, Any]:
     """Test a re-ID checkpoint with a dataset's protocol; returns the results dict."""
     model, meta, cfg = load_reid_model(checkpoint, device, untrained=untrained)
+    selection = BEST_ON_TEST if Path(checkpoint).name == "best.pt" else LAST_EPOCH
     if tuple(meta["image_size"]) != tuple(splits.test.images.shape[1:3]):
         raise ValueError("test split decoded at another size than the model's")  # callers decode at meta size
     partners = None
@@ -210,11 +222,38 @@ def stage_test(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),
         "untrained": untrained,
+        "epoch": None if untrained else meta.get("epoch"),
+        "selection": "untrained" if untrained else selection,
         "device": str(device),
         "test_seconds": round(time.perf_counter() - t0, 2),
         **({"regdb_trial": splits.index.extra["trial"]} if splits.index.name == "regdb" else {}),
         **summary,
     }
+
+
+def best_on_test(checkpoint: Path, splits: Splits, device: torch.device, spec: ProtocolSpec, **kwargs: Any) -> dict[str, Any] | None:
+    """Test the ``best.pt`` beside a final ``reid.pt`` with the same protocol.
+
+    AGW's and TSME's scripts report the epoch with the best test-set Rank-1 (AGW tests every
+    2 epochs, TSME every epoch, both on trial 0); ``best.pt`` is that checkpoint here, kept by
+    ``train-fusion`` (``eval_every``). The figure is optimistic: the test set chose the epoch.
+
+    Returns:
+        The results dict of ``best.pt`` (``selection`` says what it is), or None when there
+        is no ``best.pt`` beside ``checkpoint`` or ``checkpoint`` is ``best.pt`` itself.
+    """
+    best = Path(checkpoint).parent / "best.pt"
+    if Path(checkpoint).name == "best.pt" or not best.is_file():
+        return None
+    return stage_test(best, splits, device, spec, **kwargs)
+
+
+def attach_best_on_test(results: dict[str, Any], best: dict[str, Any] | None) -> dict[str, Any]:
+    """Put the best-on-test figures under ``results["best_on_test"]`` (metrics, epoch, note)."""
+    if best is not None:
+        results["best_on_test"] = {**{k: best[k] for k in METRIC_KEYS}, "epoch": best.get("epoch"), "checkpoint": best.get("checkpoint"),
+                                   "selection": BEST_ON_TEST, **({"splits": best["splits"]} if "splits" in best else {})}
+    return results
 
 
 def combine_trials(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -223,7 +262,7 @@ def combine_trials(results: list[dict[str, Any]]) -> dict[str, Any]:
     Each input's per-trial figures are pooled (population std, as
     :func:`common.metrics.summarize`); identity fields are listed per split.
     """
-    keys = ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")
+    keys = METRIC_KEYS
     trials = [t for r in results for t in r["trials"]]
     combined = {k: {"mean": float(np.mean([t[k] for t in trials])), "std": float(np.std([t[k] for t in trials]))} for k in keys}
     first = results[0]
@@ -241,8 +280,16 @@ def format_results(results: dict[str, Any], title: str | None = None) -> str:
     head = title or results["protocol"]
     cols = [("Rank-1", "rank1"), ("Rank-5", "rank5"), ("Rank-10", "rank10"), ("Rank-20", "rank20"), ("mAP", "mean_ap"), ("mINP", "minp")]
     top = "  ".join(f"{c:>13}" for c, _ in cols)
-    row = "  ".join(f"{results[k]['mean']:6.2f} ± {results[k]['std']:4.2f}" for _, k in cols)
-    return f"{head}\n{top}\n{row}"
+
+    def row(r: dict[str, Any]) -> str:
+        return "  ".join(f"{r[k]['mean']:6.2f} ± {r[k]['std']:4.2f}" for _, k in cols)
+
+    label = lambda r, what: f"{what}" + (f" (epoch {r['epoch']})" if r.get("epoch") else "")
+    lines = [head, f"{'':<28}{top}", f"{label(results, 'last epoch'):<28}{row(results)}"]
+    best = results.get("best_on_test")
+    if best is not None:
+        lines.append(f"{label(best, 'best on test, optimistic'):<28}{row(best)}")
+    return "\n".join(lines)
 
 
 def run_all(
@@ -267,6 +314,7 @@ def run_all(
     method = method or cfg.fusion.method
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
+    require_pretrained_choice(cfg, gan=METHODS[method][0].needs_partners)
     run_dir = Path(run_dir)
     write_run_config(cfg, run_dir)
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
@@ -282,8 +330,9 @@ def run_all(
     e = cfg.eval
     spec = make_protocol(e, splits.index.name, splits.index.root)
     results = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size)
+    attach_best_on_test(results, best_on_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size))
     baseline = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size, untrained=True)
-    results["untrained_baseline"] = {k: baseline[k] for k in ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")}
+    results["untrained_baseline"] = {k: baseline[k] for k in METRIC_KEYS}
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     results["run_dir"] = str(run_dir)
     atomic_write_json(run_dir / "results.json", results)

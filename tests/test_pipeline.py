@@ -22,6 +22,7 @@ from stage2_fusion.train import train_fusion
 from tests.conftest import TINY_OVERRIDES
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.e2e
 
 
 class _Killed(Exception):
@@ -54,7 +55,8 @@ def test_run_all_on_sysu_layout_tree_then_skips_on_rerun(sysu_tree, tiny_cfg, tm
     assert list((run_dir / "tb").glob("*/events.out.tfevents.*"))
     written = json.loads((run_dir / "results.json").read_text())
     assert written["num_trials"] == 2 and len(written["trials"]) == 2
-    assert 0 <= written["rank1"]["mean"] <= 100 and "untrained_baseline" in written
+    assert written["rank1"]["mean"] == pytest.approx(np.mean([t["rank1"] for t in written["trials"]]))
+    assert written["rank1"] == results["rank1"] and "untrained_baseline" in written
     assert written["num_query"] == 4 * 2 * 2  # every infrared test image is a query
     mtime = (run_dir / "fusion" / "reid.pt").stat().st_mtime_ns
     capsys.readouterr()
@@ -160,6 +162,18 @@ def test_cli_test_command_and_json(sysu_tree, tiny_cfg, tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["mode"] == "indoor" and out["num_trials"] == 3 and len(out["checkpoint_sha256"]) == 64
     assert (run_dir / "results-sysu-indoor-1shot.json").exists()
+    # the last epoch and, labelled apart, the best-on-test checkpoint (AGW/TSME's reporting)
+    assert out["selection"] == "last epoch" and out["epoch"] == 2
+    best = out["best_on_test"]
+    assert best["selection"].startswith("best test-set Rank-1") and "optimistic" in best["selection"]
+    assert best["epoch"] == torch.load(run_dir / "fusion" / "best.pt", weights_only=False)["epoch"]
+    res = runner.invoke(app, ["test", "--checkpoint", str(run_dir / "fusion" / "best.pt"), "--dataset", "sysu",
+                              "--data-root", str(sysu_tree), "--mode", "indoor", "--trials", "3", "--json", "--device", "cpu"])
+    direct = json.loads(res.stdout.strip().splitlines()[-1])
+    assert direct["rank1"] == best["rank1"] and direct["mean_ap"] == best["mean_ap"] and "best_on_test" not in direct
+    res = runner.invoke(app, ["test", "--checkpoint", str(run_dir / "fusion" / "reid.pt"), "--dataset", "sysu",
+                              "--data-root", str(sysu_tree), "--trials", "3", "--device", "cpu"])
+    assert "last epoch (epoch 2)" in res.stdout and "best on test, optimistic" in res.stdout
     res = runner.invoke(app, ["train-fusion", "--dataset", "sysu", "--data-root", str(sysu_tree), "--method", "tsme",
                               "--run-dir", str(tmp_path / "r2")])
     assert res.exit_code != 0 and "--pairs" in str(res.exception)

@@ -17,6 +17,7 @@ from tests.test_datasets_llcm import TEST_NIR, TEST_VIS, PER_CAM, make_llcm_tree
 from tests.test_datasets_regdb import PER_ID, TRIAL_SPLITS, make_regdb_tree
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.e2e
 
 
 def _last_json(output: str) -> dict:
@@ -100,4 +101,6 @@ def test_llcm_run_all_then_both_directions(tmp_path):
         out = _last_json(res.stdout)
         assert out["direction"] == direction and out["num_trials"] == 3 and len(out["trials"]) == 3
         assert out["num_query"] == num_images[query]
-        assert all(0.0 <= t["rank1"] <= 100.0 for t in out["trials"])
+        # the reported figure is the mean over the trials, and the trials' galleries differ (seed = trial)
+        assert out["rank1"]["mean"] == pytest.approx(np.mean([t["rank1"] for t in out["trials"]]))
+        assert out["mean_ap"]["mean"] == pytest.approx(np.mean([t["mean_ap"] for t in out["trials"]]))
