@@ -34,7 +34,7 @@ def test_nonlocal_starts_as_identity_and_inter_channels():
 
 
 def test_nonlocal_placement_follows_agw_by_module_name():
-    cfg = load_config("paper")
+    cfg = load_config("paper", overrides={"fusion": {"backbone": {"pretrained": "none"}}})
     backbone = build_backbone(cfg.fusion.backbone)
     names = {n for n, _ in backbone.named_modules()}
     assert {"nonlocal_layer2.0", "nonlocal_layer2.1", "nonlocal_layer3.0", "nonlocal_layer3.1", "nonlocal_layer3.2"} <= names
@@ -53,12 +53,16 @@ def test_backbone_output_shape_and_modality_specific_stems():
     assert bb.stems["vis"].conv1.weight.data_ptr() != bb.stems["ir"].conv1.weight.data_ptr()
 
 
-def test_pwif_gate_and_stripes():
-    x = torch.rand(2, 4, 6, 3)
+def test_gate_by_hand_and_pwif():
+    # channel 0 = [1, 3]: GAP 2, GMP 3 -> x * sigmoid(5) = [0.993307, 2.979920]
+    # channel 1 = [-2, 0]: GAP -1, GMP 0 -> x * sigmoid(-1) = [-0.537883, 0]
+    x = torch.tensor([[[[1.0, 3.0]], [[-2.0, 0.0]]]])
     gated = modality_gate(x)
-    expected = x * torch.sigmoid(x.mean(dim=(2, 3), keepdim=True) + x.amax(dim=(2, 3), keepdim=True))
-    assert torch.allclose(gated, expected)
-    assert torch.allclose(pwif(x, 3 * x), 2 * x)
+    assert torch.allclose(gated, torch.tensor([[[[0.993307, 2.979920]], [[-0.537883, 0.0]]]]), atol=1e-6)
+    # PwIF: element-wise mean of the real and generated maps
+    a, b = torch.tensor([[[[1.0, 4.0]]]]), torch.tensor([[[[3.0, -2.0]]]])
+    assert torch.equal(pwif(a, b), torch.tensor([[[[2.0, 1.0]]]]))
+    x = torch.rand(2, 4, 6, 3)
     s = stripes(x, 3)  # rows 0-1, 2-3, 4-5
     assert s.shape == (2, 3, 4)
     assert torch.allclose(s[:, 1], x[:, :, 2:4].mean(dim=(2, 3)))
@@ -73,3 +77,61 @@ def test_gem_matches_agw_formula_and_does_not_overflow():
     assert torch.allclose(GeM(3.0)(torch.zeros(1, 2, 2, 2)), torch.full((1, 2), 1e-4), rtol=1e-4)
     big = torch.full((1, 1, 2, 2), 1e15)
     assert torch.isfinite(GeM(3.0)(big)).all() and GeM(3.0)(big).item() == pytest.approx(1e15, rel=1e-5)
+
+
+def test_nonlocal_forward_by_hand():
+    # C = 2, inter = 1, one row of N = 2 positions: x_0 = (1, 0), x_1 = (2, 1).
+    # theta = x[0] -> (1, 2); phi = x[1] + 1 -> (1, 2); g = x[0] + x[1] -> (1, 3).
+    # f = theta^T phi / N = [[1, 2], [2, 4]] / 2; y = f g = (0.5 + 3, 1 + 6) = (3.5, 7)
+    # W: conv (1 -> 2) weight (1, -1), bias (0, 0.5) -> (3.5, 7) and (-3, -6.5); BN (eval, unit
+    # stats) divides by sqrt(1 + 1e-5); z = x + W(y).
+    block = NonLocalBlock(2, 1).eval()
+    with torch.no_grad():
+        block.theta.weight.copy_(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)); block.theta.bias.zero_()
+        block.phi.weight.copy_(torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)); block.phi.bias.fill_(1.0)
+        block.g.weight.copy_(torch.tensor([1.0, 1.0]).view(1, 2, 1, 1)); block.g.bias.zero_()
+        block.W[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)); block.W[0].bias.copy_(torch.tensor([0.0, 0.5]))
+        block.W[1].weight.fill_(1.0); block.W[1].bias.zero_()
+    x = torch.tensor([[[[1.0, 2.0]], [[0.0, 1.0]]]])
+    s = (1 + 1e-5) ** 0.5
+    expected = torch.tensor([[[[1 + 3.5 / s, 2 + 7 / s]], [[-3 / s, 1 - 6.5 / s]]]])
+    assert torch.allclose(block(x), expected, atol=1e-5)
+
+
+class _FixedMap(torch.nn.Module):
+    """Stands in for a backbone: returns a fixed (B, C, 1, 2) map for any input."""
+
+    def __init__(self, fmap):
+        super().__init__()
+        self.fmap = fmap
+
+    def forward(self, inputs, *hooks, **kw):
+        b = sum(x.shape[0] for x in inputs.values())
+        return self.fmap.expand(b, -1, -1, -1).clone()
+
+
+def _agw_with_fixed_map(fmap):
+    from stage2_fusion.methods.agw import AGWNet
+
+    cfg = load_config("demo", overrides={"fusion": {"backbone": {"layers": [1, 1, 1, 1], "base_width": 8}}})
+    model = AGWNet(cfg, 3)
+    model.backbone = _FixedMap(fmap)
+    model.bnneck = BNNeck(fmap.shape[1], 3)
+    return model
+
+
+def test_agw_pools_with_gem_p3_and_tests_the_post_bn_feature():
+    # channel 0 holds 1 and 2: GeM p = 3 gives ((1 + 8) / 2)^(1/3) = 1.650964 (p = 1 would give 1.5)
+    # channel 1 holds 2 and 2: 2
+    model = _agw_with_fixed_map(torch.tensor([[[[1.0, 2.0]], [[2.0, 2.0]]]])).eval()
+    with torch.no_grad():
+        model.bnneck.bn.running_mean.copy_(torch.tensor([1.650964, 0.0]))
+        model.bnneck.bn.running_var.fill_(1.0)
+        model.bnneck.bn.weight.fill_(1.0)
+    x = {"vis": torch.zeros(1, 3, 32, 16)}
+    out = model(x)
+    assert torch.allclose(out["feat_pre_bn"], torch.tensor([[1.650964, 2.0]]), atol=1e-5)
+    # post-BN: (pre - running mean) / sqrt(var + eps) = (0, 2 / 1.000005) -> L2-normalised (0, 1)
+    assert torch.allclose(model.extract(x, feature="post"), torch.tensor([[0.0, 1.0]]), atol=1e-5)
+    # pre-BN ("pool"): (1.650964, 2) / 2.593392
+    assert torch.allclose(model.extract(x, feature="pre"), torch.tensor([[0.636604, 0.771191]]), atol=1e-5)

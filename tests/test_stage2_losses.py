@@ -46,3 +46,51 @@ def test_hetero_centre_hand_computation():
     # an identity seen in one modality only contributes nothing
     labels2 = torch.tensor([0, 0, 2, 0, 1, 1])
     assert hetero_centre_loss(emb, labels2, is_ir).item() == pytest.approx(0.5)
+
+
+def test_identity_loss_by_hand():
+    # logits (0, ln 3) for label 1: CE = -log(3 / (1 + 3)) = log(4 / 3) = 0.287682
+    from stage2_fusion.losses import identity_loss
+
+    assert identity_loss(torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([1])).item() == pytest.approx(0.287682, abs=1e-6)
+
+
+def test_agw_loss_is_id_on_logits_plus_wrt_on_the_pre_bn_feature():
+    from common.config import load_config
+    from stage2_fusion.methods.agw import agw_loss
+
+    recipe = load_config("paper").fusion.recipe("agw")  # id 1, wrt 1, no hetero-centre term
+    outputs = {
+        "feat_pre_bn": torch.tensor([[0.0], [1.0], [3.0], [4.0]]),  # WRT = 0.135340 (hand-worked above)
+        "feat_post_bn": torch.tensor([[5.0], [0.0], [1.0], [2.0]]),  # WRT here would be ~2.1
+        "logits": torch.zeros(4, 2),  # CE = log 2 = 0.693147, every prediction class 0
+    }
+    losses = agw_loss(outputs, torch.tensor([0, 0, 1, 1]), torch.tensor([False, True, False, True]), recipe)
+    assert losses["wrt"].item() == pytest.approx(0.135340, abs=1e-5)
+    assert losses["id"].item() == pytest.approx(0.693147, abs=1e-6)
+    assert losses["total"].item() == pytest.approx(0.828487, abs=1e-5)
+    assert losses["acc"].item() == pytest.approx(0.5)
+    assert "hc" not in losses
+
+
+def test_tsme_loss_sums_heads_of_id_plus_half_hetero_centre_on_normalised_embeddings():
+    from common.config import load_config
+    from stage2_fusion.methods.tsme import tsme_loss
+
+    recipe = load_config("paper").fusion.recipe("tsme")  # id 1, hc 0.5, no WRT
+    labels = torch.tensor([0, 1, 0, 1])
+    is_ir = torch.tensor([False, False, True, True])
+    # head 1: rows (2, 0), (0, 3) visible, (0, 1), (0, 5) infrared -> L2-normalised (1,0), (0,1), (0,1), (0,1):
+    #   id 0: ||(1,0) - (0,1)||^2 = 2, id 1: 0 -> HC 2 (unnormalised it would be 5 + 4 = 9)
+    # head 2: (1,1), (1,-1), (1,1), (-1,1) -> id 0: 0, id 1: ||(0.7071,-0.7071) - (-0.7071,0.7071)||^2 = 4
+    embeddings = torch.tensor([[[2.0, 0.0], [0.0, 3.0], [0.0, 1.0], [0.0, 5.0]],
+                               [[1.0, 1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]])
+    logits = torch.zeros(2, 4, 2)  # CE log 2 per head
+    logits[1, :, 1] = math.log(3.0)  # head 2 predicts class 1 with p = 3/4: CE = (log 4 + log(4/3)) / 2 = 0.836988
+    losses = tsme_loss({"embeddings": embeddings, "logits": logits, "feat_pre_bn": torch.zeros(4, 3)}, labels, is_ir, recipe)
+    assert losses["hc"].item() == pytest.approx(6.0, abs=1e-5)
+    assert losses["id"].item() == pytest.approx(0.693147 + 0.836988, abs=1e-5)
+    assert losses["total"].item() == pytest.approx(0.693147 + 0.836988 + 0.5 * 6.0, abs=1e-5)
+    assert "wrt" not in losses
+    # accuracy of the first (fused) head: all-zero logits predict class 0 -> 2 of 4 right
+    assert losses["acc"].item() == pytest.approx(0.5)

@@ -1,0 +1,95 @@
+"""TSME's stage 2 as its code runs it: which maps reach which heads, the gate on the real
+stream only (after layer3 and layer4), PwIF, 10 heads, and the 3072-d test descriptor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.config import load_config
+from stage2_fusion.fusion import modality_gate
+from stage2_fusion.methods.tsme import TSMENet
+
+TINY = {"fusion": {"embed_dim": 16, "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 0, 0, 0], "pretrained": "none"}}}
+
+
+def _inputs(batch: int = 2, size=(32, 16)):
+    g = torch.Generator().manual_seed(0)
+    make = lambda: torch.randn(batch, 3, *size, generator=g)
+    return {"vis": make(), "ir": make()}, {"vis": make(), "ir": make()}
+
+
+def _capture(module: torch.nn.Module, store: dict, name: str, *, inputs: bool = False):
+    if inputs:
+        return module.register_forward_pre_hook(lambda m, args: store.__setitem__(name, args[0].detach().clone()))
+    return module.register_forward_hook(lambda m, args, out: store.__setitem__(name, out.detach().clone()))
+
+
+@pytest.fixture(scope="module")
+def tiny_tsme():
+    torch.manual_seed(0)
+    return TSMENet(load_config("demo", overrides=TINY), num_classes=5).eval()
+
+
+def test_gate_on_the_real_stream_after_layer3_and_layer4_only(tiny_tsme):
+    model, seen = tiny_tsme, {}
+    hooks = [
+        # the stages run block by block: hook the last block of layer3 and the first/last of layer4
+        _capture(model.real.layer3[-1], seen, "real_l3"), _capture(model.real.layer4[0], seen, "real_l4_in", inputs=True),
+        _capture(model.real.layer4[-1], seen, "real_l4"), _capture(model.real, seen, "real_out"),
+        _capture(model.generated.layer3[-1], seen, "gen_l3"), _capture(model.generated.layer4[0], seen, "gen_l4_in", inputs=True),
+        _capture(model.generated.layer4[-1], seen, "gen_l4"), _capture(model.generated, seen, "gen_out"),
+    ]
+    with torch.no_grad():
+        model(*_inputs())
+    for h in hooks:
+        h.remove()
+    assert torch.allclose(seen["real_l4_in"], modality_gate(seen["real_l3"]), atol=1e-6)
+    assert torch.allclose(seen["real_out"], modality_gate(seen["real_l4"]), atol=1e-6)
+    assert not torch.allclose(seen["real_out"], seen["real_l4"], atol=1e-3)  # the gate does change the map
+    assert torch.equal(seen["gen_l4_in"], seen["gen_l3"])  # generated stream: no gate
+    assert torch.equal(seen["gen_out"], seen["gen_l4"])
+
+
+def test_which_maps_reach_which_heads(tiny_tsme):
+    model, seen = tiny_tsme, {}
+    hooks = [_capture(model.real, seen, "real"), _capture(model.generated, seen, "gen"),
+             _capture(model.fused_heads, seen, "fused_in", inputs=True), _capture(model.real_heads, seen, "real_in", inputs=True),
+             _capture(model.generated_heads, seen, "gen_in", inputs=True)]
+    inputs, partners = _inputs()
+    with torch.no_grad():
+        out = model(inputs, partners)
+    for h in hooks:
+        h.remove()
+    assert torch.allclose(seen["fused_in"], (seen["real"] + seen["gen"]) / 2)  # PwIF: mean of gated real and generated
+    assert torch.equal(seen["real_in"], seen["real"])  # IAI heads 7-8: the real map, both modalities
+    assert torch.equal(seen["gen_in"], seen["gen"])  # IAI heads 9-10: the generated map
+    # 6 fused-stripe heads + 2 real + 2 generated = TSME's 10 heads, rows visible first
+    assert out["embeddings"].shape == (10, 4, 16) and out["logits"].shape == (10, 4, 5)
+    # the generated stream sees the partners, routed by the source image's modality
+    with torch.no_grad():
+        swapped = model(inputs, {"vis": partners["ir"], "ir": partners["vis"]})
+    assert not torch.allclose(swapped["embeddings"][8:], out["embeddings"][8:])
+    assert torch.allclose(swapped["embeddings"][6:8], out["embeddings"][6:8])  # real heads do not see partners
+
+
+def test_test_descriptor_is_the_six_normalised_fused_embeddings(tiny_tsme):
+    model = tiny_tsme
+    inputs, partners = _inputs()
+    vis, pvis = {"vis": inputs["vis"]}, {"vis": partners["vis"]}
+    desc = model.extract(vis, pvis, feature="post")
+    assert desc.shape == (2, 6 * 16)
+    with torch.no_grad():
+        emb = model(vis, pvis)["embeddings"][:6]  # (6, B, 16): the fused heads' post-BN embeddings
+    parts = F.normalize(emb.transpose(0, 1), dim=2).flatten(1)  # each part L2-normalised, concatenated
+    assert torch.allclose(desc, parts / parts.norm(dim=1, keepdim=True), atol=1e-5)
+    # "pre" (TSME's POOL5): the 6 pooled fused stripes of C = 256 channels
+    assert model.extract(vis, pvis, feature="pre").shape == (2, 6 * 256)
+
+
+def test_paper_descriptor_is_3072_d():
+    cfg = load_config("paper", overrides={"fusion": {"backbone": TINY["fusion"]["backbone"]}})
+    model = TSMENet(cfg, num_classes=3).eval()
+    x = torch.randn(1, 3, 288, 144)
+    assert model.extract({"ir": x}, {"ir": x}).shape == (1, 3072)  # 6 stripes x 512 (TSME --low-dim)
