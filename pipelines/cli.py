@@ -271,6 +271,10 @@ def test_cmd(
     flip: Annotated[bool, typer.Option("--flip", help="average with the flipped image's feature")] = False,
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="evaluate the same architecture untrained (baseline)")] = False,
+    rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking (Zhong et al., CVPR 2017); figures labelled re-ranked")] = False,
+    k1: Annotated[int, typer.Option("--k1", help="re-ranking: k of the k-reciprocal sets (TSME's testreranking.py: 31)")] = 20,
+    k2: Annotated[int, typer.Option("--k2", help="re-ranking: local query expansion size (TSME: 19)")] = 6,
+    lambda_value: Annotated[float, typer.Option("--lambda", help="re-ranking: weight of the original distance (0..1)")] = 0.3,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="results file (default: results-<dataset>-<protocol>.json in the run dir)")] = None,
@@ -294,6 +298,9 @@ def test_cmd(
         raise UserError(f"RegDB tests one model per split: got {len(checkpoint)} --checkpoint and {len(trial)} --trial; pass one --trial per --checkpoint")
     if dataset != "regdb" and len(checkpoint) != 1:
         raise UserError(f"--dataset {dataset} tests one --checkpoint at a time (several are for RegDB splits)")
+    if rerank and not (k1 >= 1 and k2 >= 1 and 0.0 <= lambda_value <= 1.0):
+        raise UserError(f"--k1 {k1} --k2 {k2} --lambda {lambda_value}: re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda <= 1")
+    rerank_params = {"k1": k1, "k2": k2, "lambda_value": lambda_value} if rerank else None
     dev = resolve_device(device)
     results, bests = [], []
     for i, ckpt in enumerate(checkpoint):
@@ -312,7 +319,8 @@ def test_cmd(
         del state
         spec = make_protocol(cfg.eval, dataset, splits.index.root, mode=mode, shots=shots, trials=trials,
                              direction=direction, protocol=protocol, perm_file=str(perm_file) if perm_file else None)
-        kwargs = dict(feature=feature or cfg.eval.feature, flip=flip, gan_checkpoint=gan_checkpoint, batch_size=cfg.eval.batch_size)
+        kwargs = dict(feature=feature or cfg.eval.feature, flip=flip, gan_checkpoint=gan_checkpoint, batch_size=cfg.eval.batch_size,
+                      rerank=rerank_params)
         results.append(stage_test(ckpt, splits, dev, spec, untrained=untrained, **kwargs))
         bests.append(None if untrained else best_on_test(ckpt, splits, dev, spec, **kwargs))
     result = results[0] if len(results) == 1 else combine_trials(results)
@@ -320,7 +328,7 @@ def test_cmd(
         attach_best_on_test(result, bests[0] if len(bests) == 1 else combine_trials(bests))
     tag = "-".join(str(x) for x in (result["mode"] if dataset in ("sysu", "demo") else result["direction"],
                                      f"{result['shots']}shot" if dataset in ("sysu", "demo") else "",
-                                     "untrained" if untrained else "") if x)
+                                     "untrained" if untrained else "", "reranked" if rerank else "") if x)
     out = out or Path(checkpoint[0]).resolve().parent.parent / f"results-{dataset}-{tag}.json"
     atomic_write_json(out, result)
     if as_json:

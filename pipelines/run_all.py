@@ -40,6 +40,9 @@ from stage2_fusion.train import TrainOptions, train_fusion
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mean_ap", "minp")
 LAST_EPOCH = "last epoch"
+#: k-reciprocal re-ranking defaults (Zhong et al., CVPR 2017, and the authors' code); TSME's
+#: testreranking.py uses k1 31, k2 19, lambda 0.3.
+DEFAULT_RERANK = {"k1": 20, "k2": 6, "lambda_value": 0.3}
 BEST_ON_TEST = "best test-set Rank-1 during training (optimistic: chosen on the test set, as AGW and TSME report)"
 
 
@@ -200,8 +203,10 @@ def stage_test(
     gan_checkpoint: Path | None = None,
     untrained: bool = False,
     batch_size: int = 128,
+    rerank: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Test a re-ID checkpoint with a dataset's protocol; returns the results dict."""
+    """Test a re-ID checkpoint with a dataset's protocol; returns the results dict
+    (``rerank``: k-reciprocal re-ranking parameters, figures then labelled re-ranked)."""
     model, meta, cfg = load_reid_model(checkpoint, device, untrained=untrained)
     selection = BEST_ON_TEST if Path(checkpoint).name == "best.pt" else LAST_EPOCH
     if tuple(meta["image_size"]) != tuple(splits.test.images.shape[1:3]):
@@ -213,7 +218,7 @@ def stage_test(
     numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
     t0 = time.perf_counter()
     summary = evaluate_protocol(model, splits.test, device, spec, partners=partners, file_numbers=numbers,
-                                feature=feature, flip=flip, batch_size=batch_size, amp=cfg.fusion.amp)
+                                feature=feature, flip=flip, batch_size=batch_size, amp=cfg.fusion.amp, rerank=rerank)
     return {
         "dataset": splits.index.name,
         "data_root": str(splits.index.root),
@@ -267,7 +272,7 @@ def combine_trials(results: list[dict[str, Any]]) -> dict[str, Any]:
     combined = {k: {"mean": float(np.mean([t[k] for t in trials])), "std": float(np.std([t[k] for t in trials]))} for k in keys}
     first = results[0]
     return {
-        **{k: first[k] for k in ("dataset", "data_root", "method", "direction", "feature", "flip", "mode", "shots", "device")},
+        **{k: first[k] for k in ("dataset", "data_root", "method", "direction", "feature", "flip", "mode", "shots", "device", "reranked")},
         "protocol": first["protocol"].replace("1 trial", f"{len(results)} trials"),
         "num_trials": len(trials), "num_query": first["num_query"], "trials": trials,
         "splits": [{k: r[k] for k in ("regdb_trial", "checkpoint", "checkpoint_sha256", "dataset_fingerprint") if k in r} for r in results],
@@ -284,11 +289,20 @@ def format_results(results: dict[str, Any], title: str | None = None) -> str:
     def row(r: dict[str, Any]) -> str:
         return "  ".join(f"{r[k]['mean']:6.2f} ± {r[k]['std']:4.2f}" for _, k in cols)
 
-    label = lambda r, what: f"{what}" + (f" (epoch {r['epoch']})" if r.get("epoch") else "")
-    lines = [head, f"{'':<28}{top}", f"{label(results, 'last epoch'):<28}{row(results)}"]
+    rr = ", re-ranked" if results.get("reranked") else ""
+    label = lambda r, what: f"{what}{rr}" + (f" (epoch {r['epoch']})" if r.get("epoch") else "")
+    width = 40
+    lines = [head, f"{'':<{width}}{top}", f"{label(results, 'last epoch'):<{width}}{row(results)}"]
     best = results.get("best_on_test")
     if best is not None:
-        lines.append(f"{label(best, 'best on test, optimistic'):<28}{row(best)}")
+        lines.append(f"{label(best, 'best on test, optimistic'):<{width}}{row(best)}")
+    extra = results.get("with_reranking")
+    if extra is not None:
+        p = extra["params"]
+        lines.append(f"{'last epoch, re-ranked (k1 %d, k2 %d, λ %.2g)' % (p['k1'], p['k2'], p['lambda_value']):<{width}}{row(extra)}")
+    if rr:
+        p = results["reranked"]
+        lines.append(f"re-ranked: k-reciprocal (Zhong et al., CVPR 2017), k1 {p['k1']}, k2 {p['k2']}, lambda {p['lambda_value']}")
     return "\n".join(lines)
 
 
@@ -331,6 +345,8 @@ def run_all(
     spec = make_protocol(e, splits.index.name, splits.index.root)
     results = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size)
     attach_best_on_test(results, best_on_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size))
+    reranked = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size, rerank=DEFAULT_RERANK)
+    results["with_reranking"] = {**{k: reranked[k] for k in METRIC_KEYS}, "params": DEFAULT_RERANK, "trials": reranked["trials"]}
     baseline = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size, untrained=True)
     results["untrained_baseline"] = {k: baseline[k] for k in METRIC_KEYS}
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -57,6 +57,7 @@ def test_run_all_on_sysu_layout_tree_then_skips_on_rerun(sysu_tree, tiny_cfg, tm
     assert written["num_trials"] == 2 and len(written["trials"]) == 2
     assert written["rank1"]["mean"] == pytest.approx(np.mean([t["rank1"] for t in written["trials"]]))
     assert written["rank1"] == results["rank1"] and "untrained_baseline" in written
+    assert written["reranked"] is False and written["with_reranking"]["params"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
     assert written["num_query"] == 4 * 2 * 2  # every infrared test image is a query
     mtime = (run_dir / "fusion" / "reid.pt").stat().st_mtime_ns
     capsys.readouterr()
@@ -174,6 +175,12 @@ def test_cli_test_command_and_json(sysu_tree, tiny_cfg, tmp_path):
     res = runner.invoke(app, ["test", "--checkpoint", str(run_dir / "fusion" / "reid.pt"), "--dataset", "sysu",
                               "--data-root", str(sysu_tree), "--trials", "3", "--device", "cpu"])
     assert "last epoch (epoch 2)" in res.stdout and "best on test, optimistic" in res.stdout
+    res = runner.invoke(app, ["test", "--checkpoint", str(run_dir / "fusion" / "reid.pt"), "--dataset", "sysu", "--data-root",
+                              str(sysu_tree), "--trials", "3", "--rerank", "--k1", "3", "--k2", "2", "--json", "--device", "cpu"])
+    reranked = json.loads(res.stdout.strip().splitlines()[-1])
+    assert reranked["reranked"] == {"k1": 3, "k2": 2, "lambda_value": 0.3}
+    assert reranked["best_on_test"]["selection"].startswith("best test-set")
+    assert (run_dir / "results-sysu-all-1shot-reranked.json").exists()
     res = runner.invoke(app, ["train-fusion", "--dataset", "sysu", "--data-root", str(sysu_tree), "--method", "tsme",
                               "--run-dir", str(tmp_path / "r2")])
     assert res.exit_code != 0 and "--pairs" in str(res.exception)
