@@ -180,6 +180,13 @@ class FusionConfig:
         embed_dim: width of each TSME stripe embedding (512).
         num_stripes: horizontal stripes of the fused map (TSME: 6).
         num_aux_stripes: stripes of each IAI head group (TSME: 2).
+        tsme_streams: TSME's backbones: "paper" (its code: four independent ResNets,
+            visible/infrared x real/generated, no non-local blocks) or "agw" (two AGW
+            backbones, real and generated, each with modality-specific stems, a shared body
+            and non-local blocks).
+        tsme_gate: TSME's parameter-free gate on the real stream (False: ablation).
+        tsme_iai: TSME's IAI heads on the real and generated maps (False: ablation, the 6
+            fused heads only).
         seed: random seed.
         amp: mixed precision on CUDA (ignored on CPU).
         recipes: per-method recipe, keyed by method name.
@@ -190,6 +197,9 @@ class FusionConfig:
     embed_dim: int = 512
     num_stripes: int = 6
     num_aux_stripes: int = 2
+    tsme_streams: str = "agw"
+    tsme_gate: bool = True
+    tsme_iai: bool = True
     seed: int = 0
     amp: bool = True
     recipes: dict[str, RecipeConfig] = field(default_factory=dict)
@@ -334,6 +344,8 @@ def _validate(cfg: Config) -> Config:
             raise UserError(f"fusion.recipes.{method}: unknown method; choose among: {', '.join(METHODS)}")
         if recipe.optimizer not in ("sgd", "adam"):
             raise UserError(f"fusion.recipes.{method}.optimizer '{recipe.optimizer}' is unknown; use 'sgd' or 'adam'")
+    if cfg.fusion.tsme_streams not in ("paper", "agw"):
+        raise UserError(f"fusion.tsme_streams '{cfg.fusion.tsme_streams}' is unknown; use 'paper' (TSME's four ResNets) or 'agw'")
     if cfg.eval.mode not in ("all", "indoor"):
         raise UserError(f"eval.mode '{cfg.eval.mode}' is unknown; use 'all' or 'indoor'")
     if cfg.eval.shots not in (1, 10):

@@ -26,6 +26,8 @@ from common.resnet import Stem, init_resnet_, load_into, load_resnet50_state, ma
 from stage2_fusion.layers import NonLocalBlock
 
 StageHook = Callable[[torch.Tensor], torch.Tensor]
+# stem_hook(stem output (B, w, H/4, W/4), the inputs that produced it) -> (B, w, H/4, W/4)
+StemHook = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
 class AGWBackbone(nn.Module):
@@ -97,8 +99,13 @@ class AGWBackbone(nn.Module):
             x = after_layer4(x)
         return x
 
-    def forward(self, inputs: dict[str, torch.Tensor], after_layer3: StageHook | None = None, after_layer4: StageHook | None = None) -> torch.Tensor:
-        return self.forward_body(self.forward_stems(inputs), after_layer3, after_layer4)
+    def forward(self, inputs: dict[str, torch.Tensor], after_layer3: StageHook | None = None, after_layer4: StageHook | None = None,
+                stem_hook: StemHook | None = None) -> torch.Tensor:
+        """Stems, then ``stem_hook`` (e.g. edge features added to the stem output), then the body."""
+        x = self.forward_stems(inputs)
+        if stem_hook is not None:
+            x = stem_hook(x, inputs)
+        return self.forward_body(x, after_layer3, after_layer4)
 
     def load_imagenet(self, spec: str) -> int:
         """Load ImageNet ResNet-50 weights (path, "imagenet" or "none") into every stem and
@@ -120,7 +127,52 @@ class AGWBackbone(nn.Module):
         return loaded
 
 
-def build_backbone(backbone_cfg, stems: Sequence[str] = ("vis", "ir")) -> AGWBackbone:
+class PerModalityBackbone(nn.Module):
+    """One whole ResNet per modality, nothing shared: TSME's own layout.
+
+    TSME (jnLreID/...:model.py ``visible_net_resnet``, ``thermal_net_resnet``, at 99bc54c)
+    runs a separate ImageNet ResNet-50 (last stride 1, no non-local blocks) for every
+    stream: visible-real, infrared-real, and likewise for the generated images. Each entry
+    here is an :class:`AGWBackbone` with a single stem and its own layer1..layer4.
+
+    Shapes:
+        ``forward({"vis": (Bv, 3, H, W), "ir": (Bi, 3, H, W)})`` -> (Bv + Bi, 32w, H/16, W/16),
+        rows in the order the dict lists the streams, as :class:`AGWBackbone`.
+    """
+
+    def __init__(self, stems: Sequence[str], layers: tuple[int, ...] = (3, 4, 6, 3), base_width: int = 64,
+                 last_stride: int = 1) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict({name: AGWBackbone((name,), layers, base_width, last_stride, (0, 0, 0, 0)) for name in stems})
+        self.out_channels = self.nets[stems[0]].out_channels
+
+    def forward(self, inputs: dict[str, torch.Tensor], after_layer3: StageHook | None = None, after_layer4: StageHook | None = None,
+                stem_hook: StemHook | None = None) -> torch.Tensor:
+        unknown = set(inputs) - set(self.nets)
+        if unknown:
+            raise ValueError(f"no network for streams {sorted(unknown)}; this backbone has {list(self.nets)}")
+        return torch.cat([self.nets[name]({name: x}, after_layer3, after_layer4, stem_hook) for name, x in inputs.items()], dim=0)
+
+    def load_imagenet(self, spec: str) -> int:
+        """ImageNet ResNet-50 weights into every modality's network; returns tensors loaded."""
+        return sum(net.load_imagenet(spec) for net in self.nets.values())
+
+
+def build_backbone(backbone_cfg, stems: Sequence[str] = ("vis", "ir"), *, shared: bool = True) -> AGWBackbone | PerModalityBackbone:
+    """The re-ID backbone of a :class:`common.config.BackboneConfig`, pretrained if asked.
+
+    ``shared=True``: AGW's two-stream layout (modality-specific stems, shared body,
+    non-local blocks). ``shared=False``: TSME's layout, a whole ResNet per stream without
+    non-local blocks (:class:`PerModalityBackbone`).
+    """
+    if not shared:
+        model = PerModalityBackbone(tuple(stems), tuple(backbone_cfg.layers), backbone_cfg.base_width, backbone_cfg.last_stride)
+        model.load_imagenet(backbone_cfg.pretrained)
+        return model
+    return _build_shared(backbone_cfg, stems)
+
+
+def _build_shared(backbone_cfg, stems: Sequence[str]) -> AGWBackbone:
     """An :class:`AGWBackbone` from a :class:`common.config.BackboneConfig`, pretrained if asked."""
     model = AGWBackbone(
         stems,

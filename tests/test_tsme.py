@@ -93,3 +93,41 @@ def test_paper_descriptor_is_3072_d():
     model = TSMENet(cfg, num_classes=3).eval()
     x = torch.randn(1, 3, 288, 144)
     assert model.extract({"ir": x}, {"ir": x}).shape == (1, 3072)  # 6 stripes x 512 (TSME --low-dim)
+
+
+def test_paper_streams_are_four_independent_resnets_without_non_local_blocks():
+    cfg = load_config("demo", overrides={**TINY, "fusion": {**TINY["fusion"], "tsme_streams": "paper",
+                                                             "backbone": {**TINY["fusion"]["backbone"], "nonlocal_blocks": [0, 1, 1, 0]}}})
+    model = TSMENet(cfg, num_classes=5).eval()
+    nets = [model.real.nets["vis"], model.real.nets["ir"], model.generated.nets["vis"], model.generated.nets["ir"]]
+    params = [{id(p) for p in net.parameters()} for net in nets]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not params[i] & params[j]  # nothing shared between the four ResNets
+    names = {n for n, _ in model.named_modules()}
+    assert not any("nonlocal" in n and n.split(".")[-1].isdigit() for n in names)  # TSME's ResNets have none
+    assert nets[0].layer4[0].conv2.stride == (1, 1)  # last stride 1
+    # a visible image and an infrared image go through different bodies
+    x = torch.randn(1, 3, 32, 16)
+    with torch.no_grad():
+        assert not torch.allclose(model.real({"vis": x}), model.real({"ir": x}))
+    agw = TSMENet(load_config("demo", overrides=TINY), num_classes=5)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert n(model.real) > 1.8 * n(agw.real)  # two bodies instead of one shared
+
+
+def test_ablations_without_gate_and_without_iai_heads():
+    nogate = TSMENet(load_config("demo", overrides={"fusion": {**TINY["fusion"], "tsme_gate": False}}), num_classes=5).eval()
+    seen = {}
+    hooks = [_capture(nogate.real.layer4[-1], seen, "l4"), _capture(nogate.real, seen, "out"),
+             _capture(nogate.real.layer3[-1], seen, "l3"), _capture(nogate.real.layer4[0], seen, "l4_in", inputs=True)]
+    with torch.no_grad():
+        nogate(*_inputs())
+    for h in hooks:
+        h.remove()
+    assert torch.equal(seen["out"], seen["l4"]) and torch.equal(seen["l4_in"], seen["l3"])
+    noiai = TSMENet(load_config("demo", overrides={"fusion": {**TINY["fusion"], "tsme_iai": False}}), num_classes=5).eval()
+    with torch.no_grad():
+        out = noiai(*_inputs())
+    assert out["embeddings"].shape == (6, 4, 16)  # the 6 fused heads only
+    assert not hasattr(noiai, "real_heads") and noiai.head_modules() == [noiai.fused_heads]

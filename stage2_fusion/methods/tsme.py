@@ -1,11 +1,18 @@
-"""TSME stage 2 on the AGW backbone: real and generated streams, PwIF, IAI heads.
+"""TSME stage 2: real and generated streams, PwIF, IAI heads.
 
 TSME (Liu et al., TCSVT 2022) runs four ImageNet ResNet-50s (real/generated x
-visible/infrared). Here each stream is an AGW backbone (modality-specific stems, shared
-body, non-local blocks): the *real* stream sees the real images, the *generated* stream
-their generated partners (its stems are keyed by the source image's modality, as TSME's
-visible network takes the fake infrared of visible images). Fusion, heads and loss follow
-:mod:`stage2_fusion.fusion`:
+visible/infrared; its model.py ``visible_net_resnet`` / ``thermal_net_resnet``, last stride
+1, no non-local blocks). ``fusion.tsme_streams`` chooses the layout:
+
+* ``"paper"``: exactly that, four independent ResNets
+  (:class:`stage2_fusion.backbone.PerModalityBackbone` for the real and for the generated
+  stream);
+* ``"agw"``: each stream an AGW backbone (modality-specific stems, shared body, non-local
+  blocks), half the parameters.
+
+The *real* stream sees the real images, the *generated* stream their generated partners
+(keyed by the source image's modality, as TSME's visible network takes the fake infrared of
+visible images). Fusion, heads and loss follow :mod:`stage2_fusion.fusion`:
 
     total = sum over the 10 heads of [ id_weight * CE + hc_weight * HC(l2norm(embedding)) ]
 
@@ -38,7 +45,8 @@ class TSMENet(nn.Module):
         "ir": (Bi, 3, H, W)} normalised images (partners[m] = generated partner of
         inputs[m]) -> dict: ``embeddings`` (10, B, embed_dim) and ``logits``
         (10, B, num_classes) for heads [6 fused, 2 real (IAI), 2 generated (IAI)],
-        ``feat_pre_bn`` (B, C) GeM of the fused map; rows visible first.
+        ``feat_pre_bn`` (B, C) GeM of the fused map; rows visible first. Without IAI heads
+        (``fusion.tsme_iai = false``) only the 6 fused heads.
     """
 
     method = "tsme"
@@ -47,36 +55,38 @@ class TSMENet(nn.Module):
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__()
         f = cfg.fusion
-        self.real = build_backbone(f.backbone, ("vis", "ir"))
-        self.generated = build_backbone(f.backbone, ("vis", "ir"))
+        shared = f.tsme_streams == "agw"
+        self.real = build_backbone(f.backbone, ("vis", "ir"), shared=shared)
+        self.generated = build_backbone(f.backbone, ("vis", "ir"), shared=shared)
         channels = self.real.out_channels
         self.num_stripes = f.num_stripes
+        self.gate = modality_gate if f.tsme_gate else None
         self.fused_heads = StripeHeads(f.num_stripes, channels, f.embed_dim, num_classes)
-        self.real_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
-        self.generated_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
+        self.iai = f.tsme_iai
+        if self.iai:
+            self.real_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
+            self.generated_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
         self.gem = GeM(3.0)
 
     def head_modules(self) -> list[nn.Module]:
         """Modules trained at the full learning rate (TSME: feature and class blocks)."""
-        return [self.fused_heads, self.real_heads, self.generated_heads]
+        return [self.fused_heads, self.real_heads, self.generated_heads] if self.iai else [self.fused_heads]
 
     def _fused(self, inputs, partners) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if partners is None or set(partners) != set(inputs):
             raise ValueError("TSME needs a generated partner for every input stream")
-        f_real = self.real(inputs, after_layer3=modality_gate, after_layer4=modality_gate)  # (B, C, h, w)
+        f_real = self.real(inputs, after_layer3=self.gate, after_layer4=self.gate)  # (B, C, h, w), gated unless ablated
         f_gen = self.generated({m: partners[m] for m in inputs})  # (B, C, h, w)
         return pwif(f_real, f_gen), f_real, f_gen
 
     def forward(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         fused, f_real, f_gen = self._fused(inputs, partners)
-        emb_f, log_f = self.fused_heads(fused)  # (6, B, d), (6, B, classes)
-        emb_r, log_r = self.real_heads(f_real)  # (2, B, d): real vis and real IR share these heads
-        emb_g, log_g = self.generated_heads(f_gen)  # (2, B, d): generated IR and generated vis
-        return {
-            "embeddings": torch.cat([emb_f, emb_r, emb_g]),
-            "logits": torch.cat([log_f, log_r, log_g]),
-            "feat_pre_bn": self.gem(fused),
-        }
+        emb, logits = self.fused_heads(fused)  # (6, B, d), (6, B, classes)
+        if self.iai:
+            emb_r, log_r = self.real_heads(f_real)  # (2, B, d): real vis and real IR share these heads
+            emb_g, log_g = self.generated_heads(f_gen)  # (2, B, d): generated IR and generated vis
+            emb, logits = torch.cat([emb, emb_r, emb_g]), torch.cat([logits, log_r, log_g])
+        return {"embeddings": emb, "logits": logits, "feat_pre_bn": self.gem(fused)}
 
     @torch.no_grad()
     def extract(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None, feature: str = "post") -> torch.Tensor:
