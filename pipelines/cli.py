@@ -197,7 +197,7 @@ def generate_pairs_cmd(
 @app.command("train-fusion")
 def train_fusion_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")],
-    pairs: Annotated[Optional[str], typer.Option("--pairs", help="pair cache folder from generate-pairs, or 'on-the-fly' (needs --gan-checkpoint)")] = None,
+    pairs: Annotated[Optional[str], typer.Option("--pairs", help="pair cache folder from generate-pairs, 'on-the-fly' (needs --gan-checkpoint), or 'gray' (no GAN: the tsme-gray control)")] = None,
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="frozen generator for --pairs on-the-fly")] = None,
     data_root: DataRootOpt = None,
     trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
@@ -230,7 +230,7 @@ def train_fusion_cmd(
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
     require_pretrained_choice(cfg, gan=False)
-    on_the_fly = pairs == "on-the-fly"
+    on_the_fly, gray = pairs == "on-the-fly", pairs == "gray"
     if on_the_fly and gan_checkpoint is None:
         raise UserError("--pairs on-the-fly translates with a frozen generator: pass --gan-checkpoint GAN.pt")
     if pairs is None and METHODS[method][0].needs_partners:
@@ -245,11 +245,11 @@ def train_fusion_cmd(
     dist.barrier()
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
     cache = None
-    if pairs is not None and not on_the_fly:
+    if pairs is not None and not on_the_fly and not gray:
         cache = open_pair_cache(Path(pairs), dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
                                 image_size=(cfg.data.height, cfg.data.width), count=len(splits.train))
     options = TrainOptions(workers=workers, compile=compile_model, sync_bn=sync_bn, dist=dist)
-    path = stage_train_fusion(cfg, method, splits, cache, run_dir, dev, on_the_fly_gan=gan_checkpoint if on_the_fly else None,
+    path = stage_train_fusion(cfg, method, splits, cache, run_dir, dev, on_the_fly_gan=gan_checkpoint if on_the_fly else None, gray=gray,
                               options=options)
     if dist.is_main:
         _print(f"re-ID checkpoint: {path}")

@@ -10,6 +10,34 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common.images import to_grayscale_bt601
+
+#: The name of the trivial-partner control in checkpoints, configs and ``--pairs``.
+GRAY_PARTNERS = "gray"
+
+
+def gray_partners(images: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
+    """The trivial partner of the ``tsme-gray`` control: no GAN.
+
+    A visible image's partner is its ITU-R BT.601 grayscale (what TSME's DSGAN takes as
+    input, :func:`common.images.to_grayscale_bt601`); an infrared image's partner is the
+    image itself. Training TSME's network on these instead of the DSGAN's translations
+    separates what stage 1 contributes from what the second stream and its heads do.
+
+    Args:
+        images: uint8 (B, H, W, 3), any device.
+        is_ir: bool (B,).
+
+    Returns:
+        uint8 (B, H, W, 3) CPU tensor.
+    """
+    arr = images.cpu().numpy()
+    out = arr.copy()
+    vis = ~is_ir.cpu().numpy().astype(bool)
+    if vis.any():
+        out[vis] = to_grayscale_bt601(arr[vis])
+    return torch.from_numpy(out)
+
 
 class MemoPartners:
     """Partners translated on demand by a frozen generator and kept per image index.

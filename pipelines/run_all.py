@@ -32,7 +32,7 @@ from common.pair_cache import MANIFEST, PairCache, open_pair_cache
 from common.protocols import ProtocolSpec
 from common.runlog import info
 from pipelines.data import Splits
-from pipelines.partners import MemoPartners
+from pipelines.partners import GRAY_PARTNERS, MemoPartners, gray_partners
 from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
 from stage1_dsgan.train import train_gan
 from stage2_fusion.evaluate import evaluate_protocol, load_reid_model
@@ -126,6 +126,8 @@ def stage_generate_pairs(gan_path: Path, splits: Splits, out: Path, device: torc
 
 
 def _test_partners(gan_path: str | None, gan_sha: str | None, splits: Splits, device: torch.device) -> MemoPartners:
+    if gan_path == GRAY_PARTNERS:  # the tsme-gray control: no generator
+        return MemoPartners(gray_partners, len(splits.test))
     if not gan_path or not Path(gan_path).is_file():
         raise UserError(
             f"this model translates test images with its generator {gan_path}, which is missing; pass --gan-checkpoint GAN.pt"
@@ -145,12 +147,14 @@ def stage_train_fusion(
     device: torch.device,
     *,
     on_the_fly_gan: Path | None = None,
+    gray: bool = False,
     options: TrainOptions = TrainOptions(),
 ) -> Path:
     """Stage 2 into ``<run>/fusion``; returns ``reid.pt``.
 
     Partners come from ``cache`` (pair cache) or, with ``on_the_fly_gan``, from that frozen
-    generator inside each training step (TSME's own way).
+    generator inside each training step (TSME's own way), or with ``gray`` from no GAN at all
+    (:func:`pipelines.partners.gray_partners`, the ``tsme-gray`` control).
     """
     from stage2_fusion.methods import METHODS
 
@@ -171,6 +175,9 @@ def stage_train_fusion(
         translate = make_translator(gens, device, amp=cfg.gan.amp)
         partner_id = f"{gens.sha256}:on-the-fly"
         meta.update({"gan_checkpoint": str(on_the_fly_gan), "gan_sha256": gens.sha256, "pairs": "on-the-fly"})
+    elif gray:
+        translate, partner_id = gray_partners, GRAY_PARTNERS
+        meta.update({"gan_checkpoint": GRAY_PARTNERS, "gan_sha256": None, "pairs": GRAY_PARTNERS})
     needs_partners = METHODS[method][0].needs_partners
     if needs_partners and partner_id is None:
         raise UserError(f"method {method} needs generated partners: pass --pairs CACHE or --pairs on-the-fly --gan-checkpoint GAN.pt")
@@ -213,7 +220,7 @@ def stage_test(
         raise ValueError("test split decoded at another size than the model's")  # callers decode at meta size
     partners = None
     if model.needs_partners:
-        gan = str(gan_checkpoint) if gan_checkpoint else meta.get("gan_checkpoint")
+        gan = meta.get("gan_checkpoint") if meta.get("pairs") == GRAY_PARTNERS or not gan_checkpoint else str(gan_checkpoint)
         partners = _test_partners(gan, None if gan_checkpoint else meta.get("gan_sha256"), splits, device)
     numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
     t0 = time.perf_counter()
@@ -316,10 +323,14 @@ def run_all(
     method: str | None = None,
     cache_dir: Path | None = None,
     trial: int = 1,
+    partners: str = "gan",
 ) -> dict[str, Any]:
     """The whole pipeline into ``run_dir``; returns (and writes) ``results.json``'s content.
 
     ``trial`` selects the RegDB split (one trained model per split, as the papers report).
+    ``partners``: where a method that needs generated partners gets them: ``"gan"`` (stage
+    1 + pair cache) or ``"gray"`` (the trivial partner, no stage 1: the ``tsme-gray``
+    control).
     """
     from pipelines.data import load_splits
     from stage2_fusion.methods import METHODS
@@ -328,19 +339,24 @@ def run_all(
     method = method or cfg.fusion.method
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
-    require_pretrained_choice(cfg, gan=METHODS[method][0].needs_partners)
+    require_pretrained_choice(cfg, gan=METHODS[method][0].needs_partners and partners == "gan")
     run_dir = Path(run_dir)
     write_run_config(cfg, run_dir)
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
     info(f"data: {splits.index.name} at {splits.index.root}: {len(splits.train)} training images "
          f"({len(set(splits.train.pids.tolist()))} ids), {len(splits.test)} test images ({len(set(splits.test.pids.tolist()))} ids)")
+    if partners not in ("gan", GRAY_PARTNERS):
+        raise ValueError(f"partners must be 'gan' or '{GRAY_PARTNERS}', got {partners!r}")
     cache = None
-    if METHODS[method][0].needs_partners:
+    gray = partners == GRAY_PARTNERS and METHODS[method][0].needs_partners
+    if gray:
+        info(f"stage 1 (DSGAN) and pairs: not used, method {method} trains on gray partners (control)")
+    elif METHODS[method][0].needs_partners:
         gan_path = stage_train_gan(cfg, splits, run_dir, device)
         cache = stage_generate_pairs(gan_path, splits, run_dir / "pairs", device)
     else:
         info(f"stage 1 (DSGAN) and pairs: not needed by method {method}, skipped")
-    reid = stage_train_fusion(cfg, method, splits, cache, run_dir, device)
+    reid = stage_train_fusion(cfg, method, splits, cache, run_dir, device, gray=gray)
     e = cfg.eval
     spec = make_protocol(e, splits.index.name, splits.index.root)
     results = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size)

@@ -230,3 +230,18 @@ def test_run_all_when_every_identity_has_fewer_infrared_images_than_k(tmp_path):
     cfg = load_config("demo", overrides={**TINY_OVERRIDES, "fusion": {**TINY_OVERRIDES["fusion"], "recipes": {"tsme": tsme}}})
     results = run_all(cfg, dataset="sysu", data_root=root, run_dir=tmp_path / "run", device=CPU, method="tsme")
     assert results["num_query"] == 2 * 2 and (tmp_path / "run" / "fusion" / "reid.pt").is_file()
+
+
+def test_gray_partner_control_trains_and_tests_without_a_gan(sysu_tree, tiny_cfg, tmp_path):
+    from pipelines.partners import gray_partners
+
+    run_dir = tmp_path / "gray"
+    results = run_all(tiny_cfg, dataset="sysu", data_root=sysu_tree, run_dir=run_dir, device=CPU, method="tsme", partners="gray")
+    assert not (run_dir / "gan").exists() and not (run_dir / "pairs").exists()
+    state = torch.load(run_dir / "fusion" / "reid.pt", weights_only=False)
+    assert state["pairs"] == "gray" and results["num_trials"] == 2
+    # the partner: BT.601 gray for visible images, the image itself for infrared ones
+    images = torch.tensor([[[[255, 0, 0]]], [[[10, 20, 30]]]], dtype=torch.uint8)  # (2, 1, 1, 3)
+    out = gray_partners(images, torch.tensor([False, True]))
+    assert out[0, 0, 0].tolist() == [76, 76, 76]  # round(0.299 * 255) = 76
+    assert out[1, 0, 0].tolist() == [10, 20, 30]
