@@ -338,6 +338,31 @@ def test_cmd(
         _print(f"results: {out}")
 
 
+@app.command("ablate")
+def ablate_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")] = "demo",
+    data_root: DataRootOpt = None,
+    profile: ProfileOpt = "demo",
+    config: ConfigOpt = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="seeds per variant (0 .. N-1)")] = 3,
+    variants: Annotated[str, typer.Option("--variants", help="comma-separated variants, baseline first: <method>[-<modifier>]*, "
+                                                             "e.g. agw,tsme,tsme-gray,tsme-noiai,tsme-nogate,mso-sobel")] = "agw,tsme,tsme-gray",
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Train and test each variant with each seed on the same data; report means, per-seed values and paired differences."""
+    from common.runtime import resolve_device
+    from pipelines.ablate import ablate, format_ablation
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    run_dir = run_dir or Path("checkpoints") / f"ablate-{dataset}-{profile}"
+    report = ablate(dataset=dataset, data_root=data_root, profile=profile, config_file=config, variants=names, seeds=seeds,
+                    run_dir=run_dir, device=resolve_device(device), cache_dir=cache_dir)
+    _print(format_ablation(report))
+    _print(f"report: {run_dir / 'ablation.json'}, {run_dir / 'ablation.md'}")
+
+
 @app.command("eval-gan")
 def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],

@@ -324,13 +324,15 @@ def run_all(
     cache_dir: Path | None = None,
     trial: int = 1,
     partners: str = "gan",
+    stage1_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline into ``run_dir``; returns (and writes) ``results.json``'s content.
 
     ``trial`` selects the RegDB split (one trained model per split, as the papers report).
     ``partners``: where a method that needs generated partners gets them: ``"gan"`` (stage
     1 + pair cache) or ``"gray"`` (the trivial partner, no stage 1: the ``tsme-gray``
-    control).
+    control). ``stage1_dir``: where stage 1 and the pair cache live (default ``run_dir``);
+    runs that share it share one GAN and one cache (``pipeline ablate`` does, per seed).
     """
     from pipelines.data import load_splits
     from stage2_fusion.methods import METHODS
@@ -352,8 +354,9 @@ def run_all(
     if gray:
         info(f"stage 1 (DSGAN) and pairs: not used, method {method} trains on gray partners (control)")
     elif METHODS[method][0].needs_partners:
-        gan_path = stage_train_gan(cfg, splits, run_dir, device)
-        cache = stage_generate_pairs(gan_path, splits, run_dir / "pairs", device)
+        stage1 = Path(stage1_dir) if stage1_dir is not None else run_dir
+        gan_path = stage_train_gan(cfg, splits, stage1, device)
+        cache = stage_generate_pairs(gan_path, splits, stage1 / "pairs", device)
     else:
         info(f"stage 1 (DSGAN) and pairs: not needed by method {method}, skipped")
     reid = stage_train_fusion(cfg, method, splits, cache, run_dir, device, gray=gray)

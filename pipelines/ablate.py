@@ -1,0 +1,231 @@
+"""``pipeline ablate``: which part of the pipeline earns its place, measured over seeds.
+
+Each *variant* is a method plus modifiers, written ``<method>[-<modifier>]*``:
+
+| name            | what it trains                                                          |
+|-----------------|-------------------------------------------------------------------------|
+| ``agw``         | AGW alone (no stage 1)                                                  |
+| ``tsme``        | TSME on the DSGAN's partners (stage 1 + pair cache)                     |
+| ``tsme-gray``   | the same network on trivial partners (visible -> BT.601 gray, infrared  |
+|                 | -> itself): the control that tells whether stage 1 adds anything        |
+| ``tsme-noiai``  | TSME without its IAI heads (the 6 fused heads only)                     |
+| ``tsme-nogate`` | TSME without the gate on the real stream                                |
+| ``tsme-paperstreams`` / ``tsme-agwstreams`` | TSME's four independent ResNets / two AGW backbones |
+| ``mso-sobel`` ... | a method with an edge operator (laplace, sobel, prewitt), ``-magnitude`` |
+|                 | for kornia's edge magnitude, ``-fuse`` for the edge embedding instead of PEF |
+
+Modifiers compose where they make sense (``tsme-gray-noiai``). Every (variant, seed) is its
+own run directory ``<run-dir>/<variant>/seed<k>`` (``pipelines.run_all.run_all``), skipped
+when its ``results.json`` is complete for the same configuration, so an interrupted
+ablation continues where it stopped. Variants that train on the DSGAN's partners share one
+stage 1 and one pair cache per seed (``<run-dir>/stage1-seed<k>``). The seed sets
+``fusion.seed`` and ``gan.seed``; the data are the same for every run.
+
+The report (``ablation.json``, ``ablation.md``) gives, per variant, Rank-1 / mAP / mINP
+mean +/- std over seeds (each seed's figure is the mean over the protocol's trials, last
+epoch), the per-seed values, the wall time per run, and the difference to the baseline
+variant (the first one) with a paired 95 % interval over seeds:
+mean(d) +/- t_{0.975, n-1} * sd(d) / sqrt(n), d_s = variant_s - baseline_s (Student's t;
+no interval with a single seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.atomic import atomic_write_json, atomic_write_text
+from common.config import Config, dump_config, load_config
+from common.errors import UserError
+from common.runlog import info
+
+REPORT_METRICS = (("Rank-1", "rank1"), ("mAP", "mean_ap"), ("mINP", "minp"))
+DEFAULT_VARIANTS = ("agw", "tsme", "tsme-gray")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A parsed variant: method, config overrides, partner source."""
+
+    name: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    partners: str = "gan"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _recipe(method: str, **values) -> dict:
+    return {"fusion": {"recipes": {method: values}}}
+
+
+def _tsme_only(method: str, name: str) -> None:
+    if method != "tsme":
+        raise UserError(f"variant modifier '{name}' applies to tsme only, not {method}")
+
+
+# modifier name -> f(method) -> (overrides, partners or None)
+MODIFIERS: dict[str, Callable[[str], tuple[dict, str | None]]] = {
+    "gray": lambda m: (_tsme_only(m, "gray"), ({}, "gray"))[1],
+    "noiai": lambda m: (_tsme_only(m, "noiai"), ({"fusion": {"tsme_iai": False}}, None))[1],
+    "nogate": lambda m: (_tsme_only(m, "nogate"), ({"fusion": {"tsme_gate": False}}, None))[1],
+    "paperstreams": lambda m: (_tsme_only(m, "paperstreams"), ({"fusion": {"tsme_streams": "paper"}}, None))[1],
+    "agwstreams": lambda m: (_tsme_only(m, "agwstreams"), ({"fusion": {"tsme_streams": "agw"}}, None))[1],
+    **{op: (lambda op: lambda m: (_recipe(m, edge=op), None))(op) for op in ("laplace", "sobel", "prewitt")},
+    "magnitude": lambda m: (_recipe(m, edge_mode="magnitude"), None),
+    "fuse": lambda m: (_recipe(m, edge_loss="fuse"), None),
+}
+
+
+def parse_variant(name: str) -> Variant:
+    """``"tsme-gray-noiai"`` -> :class:`Variant`.
+
+    Raises:
+        UserError: unknown method or modifier, or a modifier that does not apply.
+    """
+    from stage2_fusion.methods import METHODS
+
+    method, *mods = name.split("-")
+    if method not in METHODS:
+        raise UserError(f"variant '{name}': unknown method '{method}'; methods: {', '.join(METHODS)}")
+    overrides: dict[str, Any] = {}
+    partners = "gan"
+    for mod in mods:
+        if mod not in MODIFIERS:
+            raise UserError(f"variant '{name}': unknown modifier '{mod}'; modifiers: {', '.join(MODIFIERS)}")
+        extra, source = MODIFIERS[mod](method)
+        overrides = _merge(overrides, extra)
+        partners = source or partners
+    return Variant(name, method, overrides, partners)
+
+
+def paired_difference(values: list[float], baseline: list[float]) -> dict[str, float | None]:
+    """Mean difference over seeds and its paired 95 % Student-t half-width (None for n < 2)."""
+    from scipy import stats
+
+    d = np.asarray(values, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n = len(d)
+    half = None
+    if n >= 2:
+        half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return {"mean": float(d.mean()), "ci95": half, "low": None if half is None else float(d.mean()) - half,
+            "high": None if half is None else float(d.mean()) + half}
+
+
+def _run_one(cfg: Config, variant: Variant, seed: int, run_dir: Path, stage1_dir: Path, *, dataset: str, data_root: Path | None,
+             device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
+    from pipelines.run_all import run_all
+
+    results_path = run_dir / "results.json"
+    if results_path.is_file() and (run_dir / "config.toml").is_file() and (run_dir / "config.toml").read_text() == dump_config(cfg):
+        results = json.loads(results_path.read_text())
+        info(f"ablate: {variant.name} seed {seed}: complete, skipped ({results_path})")
+        return results
+    t0 = time.perf_counter()
+    results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir, device=device, method=variant.method,
+                      cache_dir=cache_dir, partners=variant.partners, stage1_dir=stage1_dir)
+    results["ablation_wall_seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(results_path, results)
+    return results
+
+
+def ablate(
+    *,
+    dataset: str,
+    data_root: Path | None,
+    profile: str,
+    config_file: Path | None,
+    variants: list[str],
+    seeds: int,
+    run_dir: Path,
+    device: torch.device,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train and test every (variant, seed); write and return the report.
+
+    Args:
+        variants: variant names; the first is the baseline of the differences.
+        seeds: number of seeds (0, 1, ..., seeds - 1).
+
+    Returns:
+        The ``ablation.json`` content: per variant its per-seed figures, mean/std, wall
+        times and differences to the baseline.
+
+    Raises:
+        UserError: an unknown variant or modifier, fewer than 1 seed, or a run's error.
+    """
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give at least 1 seed")
+    if not variants:
+        raise UserError("--variants is empty; name at least one variant, e.g. agw,tsme,tsme-gray")
+    parsed = [parse_variant(v) for v in variants]
+    load_config(profile, config_file)  # a bad profile or file fails before any training
+    run_dir = Path(run_dir)
+    per_variant: dict[str, dict[str, Any]] = {}
+    for variant in parsed:
+        rows = []
+        for seed in range(seeds):
+            overrides = _merge(variant.overrides, {"fusion": {"seed": seed}, "gan": {"seed": seed}})
+            cfg = load_config(profile, config_file, overrides)
+            info(f"ablate: {variant.name} seed {seed}")
+            results = _run_one(cfg, variant, seed, run_dir / variant.name / f"seed{seed}", run_dir / f"stage1-seed{seed}",
+                               dataset=dataset, data_root=data_root, device=device, cache_dir=cache_dir)
+            rows.append({"seed": seed, **{k: results[k]["mean"] for _, k in REPORT_METRICS},
+                         "wall_seconds": results.get("ablation_wall_seconds", results.get("wall_seconds")),
+                         "run_dir": str(run_dir / variant.name / f"seed{seed}")})
+        summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
+                   for _, k in REPORT_METRICS}
+        per_variant[variant.name] = {"method": variant.method, "partners": variant.partners, "overrides": variant.overrides,
+                                     "seeds": rows, **summary,
+                                     "wall_seconds_per_run": float(np.mean([r["wall_seconds"] or 0.0 for r in rows]))}
+    baseline = parsed[0].name
+    for name, entry in per_variant.items():
+        entry["vs_baseline"] = None if name == baseline else {
+            k: paired_difference([r[k] for r in entry["seeds"]], [r[k] for r in per_variant[baseline]["seeds"]]) for _, k in REPORT_METRICS}
+    report = {"dataset": dataset, "profile": profile, "seeds": seeds, "baseline": baseline, "variants": per_variant,
+              "protocol": _protocol_of(run_dir / parsed[0].name / "seed0"),
+              "note": "each seed's figure is the mean over the protocol's trials at the last epoch; differences are paired over seeds"}
+    atomic_write_json(run_dir / "ablation.json", report)
+    atomic_write_text(run_dir / "ablation.md", format_ablation(report))
+    return report
+
+
+def _protocol_of(run: Path) -> str:
+    path = run / "results.json"
+    return json.loads(path.read_text()).get("protocol", "") if path.is_file() else ""
+
+
+def format_ablation(report: dict[str, Any]) -> str:
+    """The report as a Markdown table (mean +/- std over seeds; paired differences with 95 % CI)."""
+    base = report["baseline"]
+    head = ["variant"] + [m for m, _ in REPORT_METRICS] + [f"Δ {m} vs {base} (95 % CI)" for m, _ in REPORT_METRICS] + ["s / run"]
+    lines = [f"Ablation on {report['dataset']} ({report['profile']} profile), {report['seeds']} seeds; {report['protocol']}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, v in report["variants"].items():
+        cells = [f"`{name}`"] + [f"{v[k]['mean']:.2f} ± {v[k]['std']:.2f}" for _, k in REPORT_METRICS]
+        for _, k in REPORT_METRICS:
+            d = None if v["vs_baseline"] is None else v["vs_baseline"][k]
+            cells.append("–" if d is None else (f"{d['mean']:+.2f}" + (f" [{d['low']:+.2f}, {d['high']:+.2f}]" if d["ci95"] is not None else "")))
+        cells.append(f"{v['wall_seconds_per_run']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per seed (Rank-1 / mAP / mINP):", ""]
+    for name, v in report["variants"].items():
+        per = "; ".join(f"seed {r['seed']}: {r['rank1']:.2f} / {r['mean_ap']:.2f} / {r['minp']:.2f}" for r in v["seeds"])
+        lines.append(f"- `{name}`: {per}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["DEFAULT_VARIANTS", "MODIFIERS", "Variant", "ablate", "format_ablation", "paired_difference", "parse_variant"]
