@@ -28,7 +28,7 @@ from typing import Any
 from common.errors import UserError
 
 PROFILES = ("demo", "paper")
-METHODS = ("agw", "tsme")
+METHODS = ("agw", "tsme", "mscmnet", "glmn")
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,21 @@ class RecipeConfig:
         lr: learning rate of the new layers (heads); the backbone gets
             ``lr * backbone_lr_mult``.
         momentum, weight_decay, nesterov: SGD settings (Adam uses weight_decay only).
-        warmup_epochs: linear warm-up, lr * (epoch + 1) / warmup_epochs (AGW).
+        warmup_epochs: length of the linear warm-up.
+        warmup_method, warmup_factor: "agw" (lr * (epoch + 1) / warmup_epochs) or "linear"
+            (lr * (f + (1 - f) * epoch / warmup_epochs), f = warmup_factor: MSCMNet).
+        height, width: this method's input size (0 = ``data.height`` x ``data.width``;
+            MSCMNet trains at 384 x 192).
         milestones, gamma: step decay epochs and factor.
         pad, flip_p, erasing_p, channel_aug, gray_mix_p: augmentation (zero-pad + random
             crop, horizontal flip probability, random erasing probability, CAJ channel
             exchange on/off, probability of the random-projection grayscale of visible
             images, :func:`common.augment.random_gray_mix`).
         id_weight, wrt_weight, hc_weight: loss weights (identity cross-entropy,
-            weighted-regularisation triplet, hetero-centre).
+            weighted-regularisation triplet (GLMN: its ADP triplet), hetero-centre).
+        qct_weight: MSCMNet's quadruple centre triplet loss weight.
+        local_weight: GLMN's aligned local triplet loss weight.
+        triplet_margin: margin of MSCMNet's QCT (0.7) or GLMN's local triplet (0.3).
         eval_every: evaluate on trial 0 every n epochs (0 = only at the end).
     """
 
@@ -157,6 +164,8 @@ class RecipeConfig:
     weight_decay: float = 5e-4
     nesterov: bool = True
     warmup_epochs: int = 10
+    warmup_method: str = "agw"
+    warmup_factor: float = 0.1
     milestones: tuple[int, ...] = (20, 50)
     gamma: float = 0.1
     pad: int = 10
@@ -167,6 +176,11 @@ class RecipeConfig:
     id_weight: float = 1.0
     wrt_weight: float = 1.0
     hc_weight: float = 0.0
+    qct_weight: float = 1.0
+    local_weight: float = 0.5
+    triplet_margin: float = 0.3
+    height: int = 0
+    width: int = 0
     eval_every: int = 2
 
 
@@ -344,6 +358,11 @@ def _validate(cfg: Config) -> Config:
             raise UserError(f"fusion.recipes.{method}: unknown method; choose among: {', '.join(METHODS)}")
         if recipe.optimizer not in ("sgd", "adam"):
             raise UserError(f"fusion.recipes.{method}.optimizer '{recipe.optimizer}' is unknown; use 'sgd' or 'adam'")
+        if recipe.warmup_method not in ("agw", "linear"):
+            raise UserError(f"fusion.recipes.{method}.warmup_method '{recipe.warmup_method}' is unknown; use 'agw' or 'linear'")
+        if (recipe.height or recipe.width) and (recipe.height % 16 or recipe.width % 16 or not (recipe.height and recipe.width)):
+            raise UserError(f"fusion.recipes.{method}: height x width = {recipe.height} x {recipe.width}; give both, multiples of 16 "
+                            "(or 0 x 0 for data.height x data.width)")
     if cfg.fusion.tsme_streams not in ("paper", "agw"):
         raise UserError(f"fusion.tsme_streams '{cfg.fusion.tsme_streams}' is unknown; use 'paper' (TSME's four ResNets) or 'agw'")
     if cfg.eval.mode not in ("all", "indoor"):
@@ -426,6 +445,19 @@ def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True) ->
         raise UserError(pretrained_required_message("gan.pretrained"))
     if fusion and cfg.fusion.backbone.pretrained == PRETRAINED_REQUIRED:
         raise UserError(pretrained_required_message("fusion.backbone.pretrained"))
+
+
+def for_method(cfg: Config, method: str) -> Config:
+    """``cfg`` with ``data.height/width`` set to the method's recipe size when it has one
+    (MSCMNet trains at 384 x 192 in the paper profile, the others at ``data``'s size).
+
+    Raises:
+        UserError: the config has no recipe for ``method``.
+    """
+    recipe = cfg.fusion.recipe(method)
+    if not recipe.height:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=recipe.height, width=recipe.width))
 
 
 def for_inference(cfg: Config) -> Config:

@@ -230,6 +230,9 @@ def train_fusion_cmd(
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
     require_pretrained_choice(cfg, gan=False)
+    from common.config import for_method
+
+    cfg = for_method(cfg, method)
     on_the_fly, gray = pairs == "on-the-fly", pairs == "gray"
     if on_the_fly and gan_checkpoint is None:
         raise UserError("--pairs on-the-fly translates with a frozen generator: pass --gan-checkpoint GAN.pt")

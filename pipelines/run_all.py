@@ -26,7 +26,7 @@ import torch
 
 from common.atomic import atomic_write_json, atomic_write_text
 from common.checkpoint import file_sha256
-from common.config import Config, config_section_dict, dump_config, require_pretrained_choice
+from common.config import Config, config_section_dict, dump_config, for_method, require_pretrained_choice
 from common.errors import UserError
 from common.pair_cache import MANIFEST, PairCache, open_pair_cache
 from common.protocols import ProtocolSpec
@@ -341,6 +341,7 @@ def run_all(
     method = method or cfg.fusion.method
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
+    cfg = for_method(cfg, method)  # the method's input size where its recipe has one (MSCMNet: 384 x 192)
     require_pretrained_choice(cfg, gan=METHODS[method][0].needs_partners and partners == "gan")
     run_dir = Path(run_dir)
     write_run_config(cfg, run_dir)

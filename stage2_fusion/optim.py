@@ -9,8 +9,11 @@ What the papers' training scripts do, as one schedule function and two builders:
 * **optimiser** — SGD with momentum 0.9, Nesterov, weight decay 5e-4 (AGW, TSME), or Adam
   with weight decay 5e-4 (MSO train.py; its SGD line is commented out);
 * **schedule** — a factor per epoch (0-based), the same for both groups:
-  linear warm-up ``(epoch + 1) / warmup_epochs`` for ``epoch < warmup_epochs`` (AGW
-  train.py ``adjust_learning_rate``: ``lr * (epoch + 1) / 10`` for epoch < 10), times
+  linear warm-up for ``epoch < warmup_epochs``, either AGW's ``(epoch + 1) / warmup_epochs``
+  (``warmup_method = "agw"``; AGW train.py ``adjust_learning_rate``: ``lr * (epoch + 1) /
+  10`` for epoch < 10) or ``f + (1 - f) * epoch / warmup_epochs`` from a start factor f
+  (``"linear"``; MSCMNet's WarmupMultiStepLR, Hua-XC/MSCMNet:solver/lr_scheduler.py with
+  warmup_factor 0.1: 0.1, 0.19, ..., 0.91), times
   ``gamma ** (number of milestones <= epoch)`` (AGW: x0.1 from epoch 20, x0.01 from 50;
   TSME: x0.1 at 20, 40, 60; MSO: x0.1 at 20, x0.01 at 25).
 
@@ -29,7 +32,11 @@ from common.errors import UserError
 OPTIMIZERS = ("sgd", "adam")
 
 
-def lr_factor(epoch: int, warmup_epochs: int, milestones: tuple[int, ...], gamma: float) -> float:
+WARMUP_METHODS = ("agw", "linear")
+
+
+def lr_factor(epoch: int, warmup_epochs: int, milestones: tuple[int, ...], gamma: float,
+              warmup_method: str = "agw", warmup_factor: float = 0.1) -> float:
     """Learning-rate multiplier of epoch ``epoch`` (0-based).
 
     Args:
@@ -37,12 +44,24 @@ def lr_factor(epoch: int, warmup_epochs: int, milestones: tuple[int, ...], gamma
         warmup_epochs: length of the linear warm-up (0: none).
         milestones: epochs from which one more factor ``gamma`` applies.
         gamma: decay factor per milestone.
+        warmup_method: "agw" or "linear" (see the module docstring).
+        warmup_factor: the "linear" warm-up's factor at epoch 0.
 
     Returns:
-        ``(epoch + 1) / warmup_epochs`` (if ``epoch < warmup_epochs``, else 1) times
+        the warm-up factor (if ``epoch < warmup_epochs``, else 1) times
         ``gamma ** #{m in milestones: epoch >= m}``.
+
+    Raises:
+        ValueError: an unknown ``warmup_method``.
     """
-    warm = (epoch + 1) / warmup_epochs if epoch < warmup_epochs else 1.0
+    if warmup_method not in WARMUP_METHODS:
+        raise ValueError(f"warmup_method must be one of {WARMUP_METHODS}, got {warmup_method!r}")
+    warm = 1.0
+    if epoch < warmup_epochs:
+        if warmup_method == "agw":
+            warm = (epoch + 1) / warmup_epochs
+        else:
+            warm = warmup_factor + (1.0 - warmup_factor) * epoch / warmup_epochs
     return warm * gamma ** sum(epoch >= m for m in milestones)
 
 
@@ -83,4 +102,5 @@ def build_optimizer(model: nn.Module, recipe) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` applying :func:`lr_factor` with the recipe's warm-up and milestones."""
     warmup, milestones, gamma = recipe.warmup_epochs, tuple(recipe.milestones), recipe.gamma
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, warmup, milestones, gamma))
+    method, factor = recipe.warmup_method, recipe.warmup_factor
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, warmup, milestones, gamma, method, factor))

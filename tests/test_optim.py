@@ -95,3 +95,30 @@ def test_lr_factor_literal_values():
     assert lr_factor(50, 10, (20, 50), 0.1) == pytest.approx(0.01)
     assert lr_factor(3, 0, (3,), 0.5) == pytest.approx(0.5)  # no warm-up; milestone counts from its epoch
     assert lr_factor(2, 0, (3,), 0.5) == pytest.approx(1.0)
+
+
+def test_mscmnet_paper_schedule_linear_warmup_from_a_tenth_and_three_milestones():
+    # MSCMNet build_lrscheduler.py: WarmupMultiStepLR(milestones (25, 90, 120), gamma 0.1, warmup_factor 0.1,
+    # warmup_epochs 10, 'linear'): factor 0.1 * (1 - e/10) + e/10 for e < 10 -> 0.1, 0.19, ..., 0.91
+    lrs, (model, _) = _lrs_by_epoch("mscmnet")
+    assert len(lrs) == 150
+    expected_head = {0: 0.01, 1: 0.019, 5: 0.055, 9: 0.091, 10: 0.1, 24: 0.1, 25: 0.01, 89: 0.01, 90: 0.001, 120: 0.0001, 149: 0.0001}
+    for epoch, head in expected_head.items():
+        body_lr, head_lr = lrs[epoch]
+        assert head_lr == pytest.approx(head, rel=1e-9), epoch
+        assert body_lr == pytest.approx(0.1 * head, rel=1e-9), epoch
+
+
+def test_glmn_paper_schedule_is_agws():
+    lrs, _ = _lrs_by_epoch("glmn")
+    assert len(lrs) == 101
+    for epoch, head in {0: 0.01, 9: 0.1, 19: 0.1, 20: 0.01, 50: 0.001, 100: 0.001}.items():
+        assert lrs[epoch][1] == pytest.approx(head, rel=1e-9), epoch
+
+
+def test_mscmnet_trains_at_its_own_input_size():
+    from common.config import for_method
+
+    cfg = for_method(load_config("paper"), "mscmnet")
+    assert (cfg.data.height, cfg.data.width) == (384, 192)  # MSCMNet train.py --img_h 384 --img_w 192
+    assert (for_method(load_config("paper"), "agw").data.height, for_method(load_config("paper"), "agw").data.width) == (288, 144)

@@ -245,3 +245,26 @@ def test_gray_partner_control_trains_and_tests_without_a_gan(sysu_tree, tiny_cfg
     out = gray_partners(images, torch.tensor([False, True]))
     assert out[0, 0, 0].tolist() == [76, 76, 76]  # round(0.299 * 255) = 76
     assert out[1, 0, 0].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("method", ["mscmnet", "glmn"])
+def test_train_fusion_and_test_through_the_cli(method, sysu_tree, tiny_cfg, tmp_path):
+    from common.config import dump_config
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(dump_config(tiny_cfg))
+    run_dir = tmp_path / method
+    runner = CliRunner()
+    res = runner.invoke(app, ["train-fusion", "--dataset", "sysu", "--data-root", str(sysu_tree), "--method", method,
+                              "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    state = torch.load(run_dir / "fusion" / "reid.pt", weights_only=False)
+    assert state["method"] == method and state["epoch"] == 2
+    res = runner.invoke(app, ["test", "--checkpoint", str(run_dir / "fusion" / "reid.pt"), "--dataset", "sysu",
+                              "--data-root", str(sysu_tree), "--trials", "2", "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["method"] == method and out["num_query"] == 4 * 2 * 2 and len(out["trials"]) == 2
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["stage"] == "fusion"] == [1, 2]
+    assert all(np.isfinite(r["loss_total"]) for r in records if r["stage"] == "fusion")

@@ -131,3 +131,17 @@ def test_recipes_choose_replacement_as_the_papers():
     assert (agw.p, agw.k) == (8, 4)
     tsme = build_sampler(cfg.fusion.recipe("tsme"), split)
     assert (tsme.p, tsme.k) == (4, 6)
+
+
+def test_mscmnet_and_glmn_batches():
+    from common.array_cache import ArraySplit
+    from common.config import load_config
+    from stage2_fusion.train import build_sampler
+
+    pids, is_ir = _split([5] * 10, [5] * 10)
+    split = ArraySplit(images=np.zeros((len(pids), 2, 2, 3), np.uint8), pids=pids, cams=np.ones_like(pids), is_ir=is_ir, fingerprint="x")
+    cfg = load_config("paper")
+    mscmnet = build_sampler(cfg.fusion.recipe("mscmnet"), split)  # utils.py: 6 ids x 4, images with replacement
+    assert (mscmnet.p, mscmnet.k, mscmnet.replace) == (6, 4, True) and len(mscmnet) == 50 // 24 + 1
+    glmn = build_sampler(cfg.fusion.recipe("glmn"), split)  # p4_n8: 8 ids x 4, with replacement (AGW's sampler)
+    assert (glmn.p, glmn.k, glmn.replace) == (8, 4, True)
