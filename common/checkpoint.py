@@ -4,7 +4,12 @@ Every checkpoint carries ``kind`` (``"dsgan"`` or ``"reid"``), ``format`` (this 
 version) and ``config`` (the resolved config as a dict), so that loading the wrong file
 (another model's checkpoint, a truncated download) gives a one-line error instead of a
 traceback from deep inside ``load_state_dict``. Training checkpoints (``last.pt``) also hold
-optimiser, scheduler, scaler and RNG states (torchvision references' layout).
+optimiser, scheduler and scaler states (torchvision references' layout); no RNG state is
+needed, every epoch is seeded from (seed, epoch).
+
+Loading is safe: ``torch.load(weights_only=True)`` unpickles tensors and plain containers
+only, so a checkpoint from someone else cannot run code when it is opened; a file holding
+anything else is refused.
 """
 
 from __future__ import annotations
@@ -12,12 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from common.atomic import atomic_write
@@ -52,8 +55,14 @@ def load_checkpoint(path: Path, kind: str, map_location: str | torch.device = "c
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass the .pt file written by {KINDS[kind].split('(')[1].rstrip(')')}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise UserError(f"checkpoint {path} holds Python objects other than tensors and plain containers; it is refused "
+                            "because unpickling it could run code (this pipeline never writes such files): use a checkpoint "
+                            "written by this pipeline") from None
+        raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise UserError(f"{path} is not a checkpoint of this pipeline; pass {KINDS[kind]}")
@@ -71,20 +80,3 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, PyTorch CPU (and CUDA, if present) RNG states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

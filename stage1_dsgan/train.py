@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 
 from common.array_cache import ArraySplit
 from common.augment import to_float_images, to_gan_domain
-from common.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest
 from common.errors import UserError
 from common.runlog import RunLog, info, progress_bar
@@ -202,7 +202,7 @@ def train_gan(
                 "stage_key": key, "epoch": epoch + 1, "config": config_section_dict(cfg),
                 "model": model.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "scaler": scaler.state_dict(),
-                "pool_ir": pool_ir.state_dict(), "pool_vis": pool_vis.state_dict(), "rng": capture_rng_state(),
+                "pool_ir": pool_ir.state_dict(), "pool_vis": pool_vis.state_dict(),
             })
         model.eval()
         log.image_grid("final_vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, vis[:4], ir[:4]), g.epochs * steps)

@@ -31,7 +31,7 @@ import torch
 
 from common.array_cache import ArraySplit
 from common.augment import ReidTrainAugment, to_float_images
-from common.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest
 from common.errors import UserError
 from common.pair_cache import PairCache
@@ -282,7 +282,6 @@ def train_fusion(
                 save_checkpoint(last, "reid", {
                     **checkpoint_meta, "epoch": epoch + 1, "best_rank1": best_rank1, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "rng": capture_rng_state(),
                 })
             dist.barrier()
     if dist.is_main:

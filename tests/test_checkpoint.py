@@ -24,3 +24,25 @@ def test_truncated_foreign_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "foreign.pt", "reid")
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pt", "reid")
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "reid", "format": 1, "model": {}, "payload": _RunsCodeWhenUnpickled(marker)}, path)
+    with pytest.raises(UserError, match="refused because unpickling it could run code"):
+        load_checkpoint(path, "reid")
+    assert not marker.exists()
+    # what this pipeline writes loads under the same safe path
+    save_checkpoint(tmp_path / "ok.pt", "reid", {"model": {"w": torch.ones(2)}, "config": {"a": (1, 2)}, "class_pids": [3, 5]})
+    assert load_checkpoint(tmp_path / "ok.pt", "reid")["class_pids"] == [3, 5]
