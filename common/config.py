@@ -93,6 +93,7 @@ class GanConfig:
     image_every: int = 500
     seed: int = 0
     amp: bool = True
+    max_nonfinite_steps: int = 20
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ class FusionConfig:
             fused heads only).
         seed: random seed.
         amp: mixed precision on CUDA (ignored on CPU).
+        max_nonfinite_steps: steps with a NaN/inf loss skipped before the run stops
+            (:class:`common.guard.NonFiniteGuard`).
         recipes: per-method recipe, keyed by method name.
     """
 
@@ -216,6 +219,7 @@ class FusionConfig:
     tsme_iai: bool = True
     seed: int = 0
     amp: bool = True
+    max_nonfinite_steps: int = 20
     recipes: dict[str, RecipeConfig] = field(default_factory=dict)
 
     def recipe(self, method: str) -> RecipeConfig:

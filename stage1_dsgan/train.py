@@ -29,6 +29,7 @@ from common.augment import to_float_images, to_gan_domain
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest
 from common.errors import UserError
+from common.guard import NonFiniteGuard
 from common.runlog import RunLog, info, progress_bar
 from common.runtime import autocast, epoch_seed, seed_everything
 from stage1_dsgan.image_pool import ImagePool
@@ -132,6 +133,7 @@ def train_gan(
 
     steps = g.steps_per_epoch or max(1, max(len(vis_idx), len(ir_idx)) // g.batch_size)
     total_images = (g.epochs - start_epoch) * steps * 2 * g.batch_size
+    guard = NonFiniteGuard("stage 1 (DSGAN)", g.max_nonfinite_steps, last)
     model.train()
     with RunLog(out_dir.parent, "gan") as log, progress_bar(total_images, "stage 1 DSGAN", unit="img") as advance:
         for epoch in range(start_epoch, g.epochs):
@@ -139,6 +141,7 @@ def train_gan(
             torch.manual_seed(seed)
             rng = np.random.default_rng(seed)
             sums = torch.zeros(5, device=device)
+            guard.start_epoch()
             t0 = time.perf_counter()
             for step in range(steps):
                 global_step = epoch * steps + step
@@ -165,6 +168,9 @@ def train_gan(
                         lambda_identity=g.lambda_identity,
                     )
                 opt_g.zero_grad(set_to_none=True)
+                if not guard.finite(losses["total"], epoch=epoch, step=step):  # NaN/inf: skip the whole step
+                    advance(2 * g.batch_size)
+                    continue
                 scaler.scale(losses["total"]).backward()
                 scaler.step(opt_g)
 
@@ -175,25 +181,29 @@ def train_gan(
                     loss_d_ir = discriminator_loss(model.d_ir(ir), model.d_ir(pool_ir.query(fake_ir)))
                     loss_d_vis = discriminator_loss(model.d_vis(vis), model.d_vis(pool_vis.query(fake_vis)))
                 opt_d.zero_grad(set_to_none=True)
-                scaler.scale(loss_d_ir + loss_d_vis).backward()
-                scaler.step(opt_d)
+                d_finite = guard.finite(loss_d_ir, loss_d_vis, epoch=epoch, step=step)
+                if d_finite:
+                    scaler.scale(loss_d_ir + loss_d_vis).backward()
+                    scaler.step(opt_d)
                 scaler.update()
 
-                sums += torch.stack([losses["adv"], losses["cycle"], losses["identity"], loss_d_ir, loss_d_vis]).detach().float()
+                if d_finite:
+                    sums += torch.stack([losses["adv"], losses["cycle"], losses["identity"], loss_d_ir, loss_d_vis]).detach().float()
                 if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
-                    n = step + 1
+                    n = max(1, step + 1 - guard.skipped_in_epoch)
                     adv, cyc, idt, dir_, dvis = (sums / n).tolist()  # one sync per LOG_EVERY steps
                     advance(0, postfix=f"epoch {epoch + 1}/{g.epochs} cyc {cyc:.3f} adv {adv:.3f}")
                 if g.image_every and global_step % g.image_every == 0:
                     log.image_grid("vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, vis[:4], ir[:4]), global_step)
                 advance(2 * g.batch_size)
 
-            adv, cyc, idt, dir_, dvis = (sums / steps).tolist()
+            adv, cyc, idt, dir_, dvis = (sums / max(1, steps - guard.skipped_in_epoch)).tolist()
             elapsed = time.perf_counter() - t0
             log.scalars(
                 (epoch + 1) * steps,
                 {"loss_g_adv": adv, "loss_cycle": cyc, "loss_identity": idt, "loss_d_ir": dir_, "loss_d_vis": dvis,
-                 "lr": opt_g.param_groups[0]["lr"], "images_per_s": 2 * g.batch_size * steps / elapsed},
+                 "lr": opt_g.param_groups[0]["lr"], "images_per_s": 2 * g.batch_size * steps / elapsed,
+                 "nonfinite_steps": guard.skipped_in_epoch},
                 epoch=epoch + 1,
             )
             sched_g.step()

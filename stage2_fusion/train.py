@@ -34,6 +34,7 @@ from common.augment import ReidTrainAugment, to_float_images
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest
 from common.errors import UserError
+from common.guard import NonFiniteGuard
 from common.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
 from common.runtime import DistInfo, autocast, epoch_seed, seed_everything
@@ -221,6 +222,7 @@ def train_fusion(
         "class_pids": sampler.class_pids.tolist(), "config": config_section_dict(cfg),
         "image_size": [cfg.data.height, cfg.data.width], "data_fingerprint": train.fingerprint, **(meta or {}),
     }
+    guard = NonFiniteGuard(f"stage 2 ({method})", cfg.fusion.max_nonfinite_steps, last, distributed=dist.enabled)
     batch_images = 2 * recipe.ids_per_batch * recipe.images_per_id * (2 if model.needs_partners else 1)
     total = (recipe.epochs - start_epoch) * len(sampler) * batch_images
     pin = device.type == "cuda"
@@ -234,6 +236,7 @@ def train_fusion(
                 EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if model.needs_partners else None),
                 batch_size=None, shuffle=False, num_workers=options.workers, pin_memory=pin)
             sums: dict[str, torch.Tensor] = {}
+            guard.start_epoch()
             t0 = time.perf_counter()
             for step, (images_u8, partners_u8, labels, idx) in enumerate(loader):
                 n = labels.shape[0] // 2
@@ -255,20 +258,23 @@ def train_fusion(
                     outputs = step_model(inputs, pair)
                 losses = loss_fn(outputs, labels, is_ir.to(device), recipe)
                 optimizer.zero_grad(set_to_none=True)
+                if not guard.finite(losses["total"], epoch=epoch, step=step):  # NaN/inf: skip, count, maybe abort
+                    advance(batch_images)
+                    continue
                 scaler.scale(losses["total"]).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0) + value.detach().float()
-                if dist.is_main and (step + 1) % LOG_EVERY == 0:
-                    mean = {k: (v / (step + 1)).item() for k, v in sums.items()}  # one sync per LOG_EVERY steps
+                if dist.is_main and (step + 1) % LOG_EVERY == 0 and sums:
+                    mean = {k: (v / (step + 1 - guard.skipped_in_epoch)).item() for k, v in sums.items()}  # a sync per LOG_EVERY steps
                     advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} loss {mean['total']:.3f} acc {mean['acc']:.2f}")
                 advance(batch_images)
             steps = len(sampler)
-            if not torch.isfinite(sums["total"]):
-                raise UserError(f"stage 2 ({method}): the loss became NaN/inf in epoch {epoch + 1}; lower the learning rate in the recipe")
-            record = {f"loss_{k}" if k != "acc" else "train_acc": (v / steps).item() for k, v in sums.items()}
-            record.update({"lr": optimizer.param_groups[1]["lr"], "images_per_s": dist.world_size * steps * batch_images / (time.perf_counter() - t0)})
+            good = max(1, steps - guard.skipped_in_epoch)
+            record = {f"loss_{k}" if k != "acc" else "train_acc": (v / good).item() for k, v in sums.items()}
+            record.update({"lr": optimizer.param_groups[1]["lr"], "images_per_s": dist.world_size * steps * batch_images / (time.perf_counter() - t0),
+                           "nonfinite_steps": guard.skipped_in_epoch})
             scheduler.step()
             if dist.is_main and evaluate is not None and recipe.eval_every and (
                     (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs):
