@@ -192,7 +192,7 @@ def train_gan(
                 if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
                     n = max(1, step + 1 - guard.skipped_in_epoch)
                     adv, cyc, idt, dir_, dvis = (sums / n).tolist()  # one sync per LOG_EVERY steps
-                    advance(0, postfix=f"epoch {epoch + 1}/{g.epochs} cyc {cyc:.3f} adv {adv:.3f}")
+                    advance(0, postfix=f"epoch {epoch + 1}/{g.epochs} step {step + 1}/{steps} cyc {cyc:.3f} adv {adv:.3f}")
                 if g.image_every and global_step % g.image_every == 0:
                     log.image_grid("vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, vis[:4], ir[:4]), global_step)
                 advance(2 * g.batch_size)

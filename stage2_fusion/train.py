@@ -268,7 +268,8 @@ def train_fusion(
                     sums[name] = sums.get(name, 0) + value.detach().float()
                 if dist.is_main and (step + 1) % LOG_EVERY == 0 and sums:
                     mean = {k: (v / (step + 1 - guard.skipped_in_epoch)).item() for k, v in sums.items()}  # a sync per LOG_EVERY steps
-                    advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} loss {mean['total']:.3f} acc {mean['acc']:.2f}")
+                    advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} step {step + 1}/{len(sampler)} "
+                                       f"loss {mean['total']:.3f} acc {mean['acc']:.2f}")
                 advance(batch_images)
             steps = len(sampler)
             good = max(1, steps - guard.skipped_in_epoch)
