@@ -37,6 +37,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(enabled: bool = True) -> None:
+    """``--deterministic``: PyTorch's deterministic algorithms everywhere.
+
+    ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic
+    implementation raises instead of silently varying), cuDNN deterministic with its
+    autotuner off, and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` as CUDA >= 10.2 requires for
+    deterministic cuBLAS. Seeds are set per stage from the config (:func:`seed_everything`,
+    :func:`epoch_seed`), so two runs of the same command give the same weights and metrics.
+    """
+    import os
+
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed for one epoch, derived from the run seed.
 

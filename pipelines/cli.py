@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="PyTorch deterministic algorithms (same command, same weights and metrics)")]
 ProfileOpt = Annotated[str, typer.Option("--profile", help="shipped settings: demo | paper")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file overriding the profile (e.g. a run's config.toml)")]
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="dataset folder in its original layout")]
@@ -41,6 +42,13 @@ def require_pretrained_choice(cfg, **stages) -> None:
     from common.config import require_pretrained_choice as check
 
     check(cfg, **stages)
+
+
+def _deterministic(enabled: bool) -> None:
+    if enabled:
+        from common.runtime import set_deterministic
+
+        set_deterministic(True)
 
 
 def _print(text: str) -> None:
@@ -108,11 +116,13 @@ def run_all_cmd(
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
     cache_dir: CacheDirOpt = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 weights for both stages: PATH | imagenet | none")] = None,
 ) -> None:
     """Everything: (demo data) -> DSGAN -> pair cache -> fusion re-ID -> SYSU-MM01 test."""
+    _deterministic(deterministic)
     from common.runtime import resolve_device
     from pipelines.run_all import format_results, run_all
 
@@ -142,12 +152,14 @@ def train_gan_cmd(
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
     height: Annotated[Optional[int], typer.Option(help="image height (default: the profile's)")] = None,
     width: Annotated[Optional[int], typer.Option(help="image width (default: the profile's)")] = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 for the encoders: PATH | imagenet | none")] = None,
 ) -> None:
     """Stage 1 only: train the DSGAN (visible-gray <-> infrared, unpaired) on a training split."""
+    _deterministic(deterministic)
     from common.runtime import resolve_device
     from pipelines.data import load_splits
     from pipelines.run_all import stage_train_gan, write_run_config
@@ -176,10 +188,12 @@ def generate_pairs_cmd(
     data_root: DataRootOpt = None,
     trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
     profile: ProfileOpt = "demo",
 ) -> None:
     """Paired images only: a generated partner for every training image, into a pair cache."""
+    _deterministic(deterministic)
     from common.checkpoint import load_checkpoint
     from common.runtime import resolve_device
     from pipelines.data import load_splits
@@ -206,6 +220,7 @@ def train_fusion_cmd(
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50: PATH | imagenet | none")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader workers slicing the arrays (0 = main process)")] = 0,
@@ -217,6 +232,7 @@ def train_fusion_cmd(
 
     Several processes: torchrun --nproc_per_node N -m pipelines train-fusion ... (DDP; rank 0 writes).
     """
+    _deterministic(deterministic)
     from common.pair_cache import open_pair_cache
     from common.runtime import init_distributed
     from pipelines.data import load_splits
@@ -279,6 +295,7 @@ def test_cmd(
     k2: Annotated[int, typer.Option("--k2", help="re-ranking: local query expansion size (TSME: 19)")] = 6,
     lambda_value: Annotated[float, typer.Option("--lambda", help="re-ranking: weight of the original distance (0..1)")] = 0.3,
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="results file (default: results-<dataset>-<protocol>.json in the run dir)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON object")] = False,
@@ -287,6 +304,7 @@ def test_cmd(
 
     RegDB: one model per split; pass --checkpoint and --trial once per split to get mean +/- std.
     """
+    _deterministic(deterministic)
     from common.atomic import atomic_write_json
     from common.checkpoint import load_checkpoint
     from common.config import config_from_dict
@@ -352,9 +370,11 @@ def ablate_cmd(
                                                              "e.g. agw,tsme,tsme-gray,tsme-noiai,tsme-nogate,mso-sobel")] = "agw,tsme,tsme-gray",
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Train and test each variant with each seed on the same data; report means, per-seed values and paired differences."""
+    _deterministic(deterministic)
     from common.runtime import resolve_device
     from pipelines.ablate import ablate, format_ablation
 
@@ -371,10 +391,12 @@ def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
     data_root: Annotated[Path, typer.Option("--data-root", help="aligned folder with visible/ and infrared/")],
     device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
     split: Annotated[str, typer.Option("--split", help="held-out | all pairs to score")] = "held-out",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Translation quality on aligned pairs: L1, PSNR, SSIM of generated vs real infrared, and the grayscale baseline."""
+    _deterministic(deterministic)
     from common.runtime import resolve_device
     from stage1_dsgan.evaluate import evaluate_gan
 

@@ -234,6 +234,7 @@ def stage_test(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),
         "untrained": untrained,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         "epoch": None if untrained else meta.get("epoch"),
         "selection": "untrained" if untrained else selection,
         "device": str(device),

@@ -268,3 +268,24 @@ def test_train_fusion_and_test_through_the_cli(method, sysu_tree, tiny_cfg, tmp_
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["stage"] == "fusion"] == [1, 2]
     assert all(np.isfinite(r["loss_total"]) for r in records if r["stage"] == "fusion")
+
+
+def test_two_deterministic_runs_give_identical_metrics(sysu_tree, tiny_cfg, tmp_path):
+    from common.config import dump_config
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(dump_config(tiny_cfg))
+    outputs = []
+    for name in ("a", "b"):
+        proc = subprocess.run([sys.executable, "-m", "pipelines", "run-all", "--dataset", "sysu", "--data-root", str(sysu_tree),
+                               "--method", "agw", "--config", str(config), "--run-dir", str(tmp_path / name), "--device", "cpu",
+                               "--deterministic"], capture_output=True, text=True, cwd=tmp_path,
+                              env={**__import__("os").environ, "VIREID_CACHE": str(tmp_path / f"cache-{name}")})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    a, b = outputs
+    assert a["deterministic"] is True
+    assert a["trials"] == b["trials"] and a["rank1"] == b["rank1"] and a["mean_ap"] == b["mean_ap"]
+    wa = torch.load(tmp_path / "a" / "fusion" / "reid.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "fusion" / "reid.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
