@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import unwritable_error
 from common.datasets.base import Sample, split_arrays
 from common.errors import UserError
 from common.images import read_image
@@ -109,9 +110,13 @@ def load_split(
 
 
 def _decode_to(path: Path, samples: list[Sample], size: tuple[int, int], threads: int, tag: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size[0], size[1], 3))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size[0], size[1], 3))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise (unwritable_error(path, exc) or exc) from None
     try:
         with progress_bar(len(samples), f"decoding {tag}", unit="img") as advance, ThreadPoolExecutor(max(1, threads)) as pool:
             for i, image in enumerate(pool.map(lambda s: read_image(s.path, size), samples)):
@@ -120,6 +125,10 @@ def _decode_to(path: Path, samples: list[Sample], size: tuple[int, int], threads
         out.flush()
         del out
         os.replace(tmp, path)
+    except OSError as exc:
+        del out
+        tmp.unlink(missing_ok=True)
+        raise (unwritable_error(path, exc) or exc) from None
     except BaseException:
         del out
         tmp.unlink(missing_ok=True)

@@ -354,7 +354,68 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def _range(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise UserError(f"config key '{key}' = {value!r} is out of range: it must be {rule}")
+
+
+def _validate_ranges(cfg: Config) -> None:
+    """Numbers a run cannot work with (negative learning rate, zero epochs, ...): one line each."""
+    d, g, f, e = cfg.data, cfg.gan, cfg.fusion, cfg.eval
+    _range(d.height > 0 and d.width > 0, "data.height/width", (d.height, d.width), "positive")
+    _range(d.decode_threads >= 1, "data.decode_threads", d.decode_threads, ">= 1")
+    for key, value, ok, rule in (
+        ("gan.epochs", g.epochs, g.epochs >= 1, ">= 1"),
+        ("gan.decay_start_epoch", g.decay_start_epoch, 0 <= g.decay_start_epoch <= g.epochs, "between 0 and gan.epochs"),
+        ("gan.steps_per_epoch", g.steps_per_epoch, g.steps_per_epoch >= 0, ">= 0 (0: one pass over the larger modality)"),
+        ("gan.batch_size", g.batch_size, g.batch_size >= 1, ">= 1"),
+        ("gan.lr", g.lr, g.lr > 0, "> 0"),
+        ("gan.beta1", g.beta1, 0 <= g.beta1 < 1, "in [0, 1)"),
+        ("gan.beta2", g.beta2, 0 <= g.beta2 < 1, "in [0, 1)"),
+        ("gan.lambda_cycle", g.lambda_cycle, g.lambda_cycle >= 0, ">= 0"),
+        ("gan.lambda_identity", g.lambda_identity, g.lambda_identity >= 0, ">= 0"),
+        ("gan.pool_size", g.pool_size, g.pool_size >= 0, ">= 0"),
+        ("gan.max_nonfinite_steps", g.max_nonfinite_steps, g.max_nonfinite_steps >= 0, ">= 0"),
+        ("fusion.embed_dim", f.embed_dim, f.embed_dim >= 1, ">= 1"),
+        ("fusion.num_stripes", f.num_stripes, f.num_stripes >= 1, ">= 1"),
+        ("fusion.num_aux_stripes", f.num_aux_stripes, f.num_aux_stripes >= 1, ">= 1"),
+        ("fusion.max_nonfinite_steps", f.max_nonfinite_steps, f.max_nonfinite_steps >= 0, ">= 0"),
+        ("eval.trials", e.trials, e.trials >= 1, ">= 1"),
+        ("eval.batch_size", e.batch_size, e.batch_size >= 1, ">= 1"),
+    ):
+        _range(ok, key, value, rule)
+    for method, r in f.recipes.items():
+        k = f"fusion.recipes.{method}"
+        for key, value, ok, rule in (
+            ("ids_per_batch", r.ids_per_batch, r.ids_per_batch >= 2, ">= 2 (the triplet losses need another identity)"),
+            ("images_per_id", r.images_per_id, r.images_per_id >= 1, ">= 1"),
+            ("epochs", r.epochs, r.epochs >= 1, ">= 1"),
+            ("steps_per_epoch", r.steps_per_epoch, r.steps_per_epoch >= 0, ">= 0 (0: AGW's int(N / (P * K)) + 1)"),
+            ("lr", r.lr, r.lr > 0, "> 0"),
+            ("backbone_lr_mult", r.backbone_lr_mult, r.backbone_lr_mult >= 0, ">= 0"),
+            ("momentum", r.momentum, 0 <= r.momentum < 1, "in [0, 1)"),
+            ("weight_decay", r.weight_decay, r.weight_decay >= 0, ">= 0"),
+            ("warmup_epochs", r.warmup_epochs, r.warmup_epochs >= 0, ">= 0"),
+            ("warmup_factor", r.warmup_factor, 0 < r.warmup_factor <= 1, "in (0, 1]"),
+            ("milestones", r.milestones, all(m >= 0 for m in r.milestones), "epochs >= 0"),
+            ("gamma", r.gamma, 0 < r.gamma <= 1, "in (0, 1]"),
+            ("pad", r.pad, r.pad >= 0, ">= 0"),
+            ("flip_p", r.flip_p, 0 <= r.flip_p <= 1, "a probability in [0, 1]"),
+            ("erasing_p", r.erasing_p, 0 <= r.erasing_p <= 1, "a probability in [0, 1]"),
+            ("gray_mix_p", r.gray_mix_p, 0 <= r.gray_mix_p <= 1, "a probability in [0, 1]"),
+            ("id_weight", r.id_weight, r.id_weight >= 0, ">= 0"),
+            ("wrt_weight", r.wrt_weight, r.wrt_weight >= 0, ">= 0"),
+            ("hc_weight", r.hc_weight, r.hc_weight >= 0, ">= 0"),
+            ("qct_weight", r.qct_weight, r.qct_weight >= 0, ">= 0"),
+            ("local_weight", r.local_weight, r.local_weight >= 0, ">= 0"),
+            ("triplet_margin", r.triplet_margin, r.triplet_margin >= 0, ">= 0"),
+            ("eval_every", r.eval_every, r.eval_every >= 0, ">= 0 (0: only at the end)"),
+        ):
+            _range(ok, f"{k}.{key}", value, rule)
+
+
 def _validate(cfg: Config) -> Config:
+    _validate_ranges(cfg)
     if cfg.fusion.method not in METHODS:
         raise UserError(f"fusion.method '{cfg.fusion.method}' is unknown; choose one of: {', '.join(METHODS)}")
     for method, recipe in cfg.fusion.recipes.items():

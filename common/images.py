@@ -14,7 +14,11 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Decode an image file as RGB and resize it.
 
     Resizing uses Lanczos filtering, as AGW's pre-processing (``Image.ANTIALIAS``, which
-    is Lanczos in Pillow). Grayscale infrared files come out with three equal channels.
+    is Lanczos in Pillow). Modes: RGB as is; 8-bit grayscale (infrared) and palette images
+    come out with three equal channels / their colours; RGBA and LA drop the alpha channel;
+    16- and 32-bit single-channel images (raw thermal PNG/TIFF) are stretched linearly from
+    their own minimum and maximum to 0-255 (what thermal cameras' automatic gain control
+    shows) before resizing, instead of being clipped at 255 as ``convert("RGB")`` would.
 
     Args:
         path: image file (JPEG, PNG, ...).
@@ -29,6 +33,8 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     try:
         with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                img = _stretch_to_8bit(np.asarray(img))
             img = img.convert("RGB")
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.LANCZOS)
@@ -37,6 +43,14 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         raise UserError(f"image {path} is missing; restore the dataset copy or re-run its generation") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise UserError(f"image {path} is corrupt ({exc}); replace it with a good copy from the original dataset") from None
+
+
+def _stretch_to_8bit(values: np.ndarray) -> Image.Image:
+    """A 16/32-bit single-channel image linearly mapped from [min, max] to 0-255 (L mode)."""
+    v = values.astype(np.float64)
+    lo, hi = float(v.min()), float(v.max())
+    scaled = np.zeros_like(v) if hi <= lo else (v - lo) * (255.0 / (hi - lo))
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
 def to_grayscale_bt601(images: np.ndarray) -> np.ndarray:

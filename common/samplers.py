@@ -75,7 +75,8 @@ class IdentitySampler:
             equal step counts), so the ranks together cover one epoch.
 
     Raises:
-        UserError: fewer than P identities with images in both modalities.
+        UserError: fewer than P identities with images in both modalities; K larger than
+            every identity's image count in both modalities.
     """
 
     def __init__(
@@ -101,6 +102,12 @@ class IdentitySampler:
             raise UserError(
                 f"only {len(both)} training identities have both visible and infrared images but a batch needs "
                 f"{ids_per_batch}; lower ids_per_batch in the recipe or use more training identities"
+            )
+        widest = max(int(np.bincount(labels[keep & m]).max()) for m in (~is_ir, is_ir))
+        if images_per_id > widest:
+            raise UserError(
+                f"images_per_id (K) = {images_per_id} but no training identity has more than {widest} images of either modality; "
+                f"lower images_per_id in the recipe to at most {widest}"
             )
         self.labels_of_image = np.where(keep, labels, -1)
         self.vis = _Groups(idx[keep & ~is_ir], labels[keep & ~is_ir], len(both))

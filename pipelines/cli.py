@@ -442,7 +442,9 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
+        from rich.text import Text
+
         from common.runlog import console
 
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)  # no markup: messages hold [...]
         sys.exit(2)

@@ -219,17 +219,17 @@ def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path
 
 
 def test_run_all_when_every_identity_has_fewer_infrared_images_than_k(tmp_path):
-    """A SYSU-MM01-layout copy with 2 infrared images per identity, the TSME recipe's K = 6
-    without replacement: short identities are drawn with replacement (this crashed with a
-    numpy shape mismatch from the sampler before)."""
+    """A SYSU-MM01-layout copy with 4 infrared (and 8 visible) images per identity, the TSME
+    recipe's K = 6 without replacement: short identities are drawn with replacement (this
+    crashed with a numpy shape mismatch from the sampler before)."""
     from tests.conftest import make_sysu_tree
 
-    root = make_sysu_tree(tmp_path / "SYSU-MM01", [1, 2, 3, 5], [7], [11, 12], per_cam=1)
+    root = make_sysu_tree(tmp_path / "SYSU-MM01", [1, 2, 3, 5], [7], [11, 12], per_cam=2)
     tsme = {**TINY_OVERRIDES["fusion"]["recipes"]["tsme"], "ids_per_batch": 2, "images_per_id": 6, "sample_with_replacement": False,
             "epochs": 1, "steps_per_epoch": 2}
     cfg = load_config("demo", overrides={**TINY_OVERRIDES, "fusion": {**TINY_OVERRIDES["fusion"], "recipes": {"tsme": tsme}}})
     results = run_all(cfg, dataset="sysu", data_root=root, run_dir=tmp_path / "run", device=CPU, method="tsme")
-    assert results["num_query"] == 2 * 2 and (tmp_path / "run" / "fusion" / "reid.pt").is_file()
+    assert results["num_query"] == 2 * 2 * 2 and (tmp_path / "run" / "fusion" / "reid.pt").is_file()
 
 
 def test_gray_partner_control_trains_and_tests_without_a_gan(sysu_tree, tiny_cfg, tmp_path):

@@ -122,7 +122,7 @@ def test_recipes_choose_replacement_as_the_papers():
     from common.config import load_config
     from stage2_fusion.train import build_sampler
 
-    pids, is_ir = _split([5] * 8, [5] * 8)
+    pids, is_ir = _split([6] * 8, [6] * 8)
     split = ArraySplit(images=np.zeros((len(pids), 2, 2, 3), np.uint8), pids=pids, cams=np.ones_like(pids), is_ir=is_ir, fingerprint="x")
     cfg = load_config("paper")
     assert build_sampler(cfg.fusion.recipe("agw"), split).replace is True  # AGW: np.random.choice(..., num_pos)
@@ -145,3 +145,10 @@ def test_mscmnet_and_glmn_batches():
     assert (mscmnet.p, mscmnet.k, mscmnet.replace) == (6, 4, True) and len(mscmnet) == 50 // 24 + 1
     glmn = build_sampler(cfg.fusion.recipe("glmn"), split)  # p4_n8: 8 ids x 4, with replacement (AGW's sampler)
     assert (glmn.p, glmn.k, glmn.replace) == (8, 4, True)
+
+
+def test_k_larger_than_every_identity_holds_is_refused():
+    pids, is_ir = _split([3, 2, 3], [1, 3, 2])  # at most 3 images of a modality
+    assert len(IdentitySampler(pids, is_ir, 2, 3, replace=False)) >= 1
+    with pytest.raises(UserError, match=r"images_per_id \(K\) = 4 but no training identity has more than 3 images"):
+        IdentitySampler(pids, is_ir, 2, 4, replace=True)

@@ -72,7 +72,8 @@ def read_sysu(root: Path, name: str = "sysu") -> DatasetIndex:
 
     Raises:
         UserError: missing root, camera folder or id list; an id list that overlaps
-            another; a split with no images of one modality.
+            another or names ids without images in any camera; a split with no images of one
+            modality.
     """
     root = Path(root).resolve()  # absolute sample paths: the same copy fingerprints the same
     if not root.is_dir():
@@ -90,6 +91,13 @@ def read_sysu(root: Path, name: str = "sysu") -> DatasetIndex:
         )
     train = _samples(root, train_ids + val_ids)
     test = _samples(root, test_ids)
+    for listed, samples, files in ((train_ids + val_ids, train, "exp/train_id.txt + exp/val_id.txt"), (test_ids, test, "exp/test_id.txt")):
+        absent = sorted(set(listed) - {s.pid for s in samples})
+        if absent:
+            raise UserError(
+                f"{root}: {len(absent)} ids listed in {files} have no images in any camera folder (first: {absent[0]:04d}, "
+                f"looked for cam1..cam6/{absent[0]:04d}/); restore those folders or the original id lists"
+            )
     for split, samples in (("training", train), ("test", test)):
         for modality, label in ((VIS, "visible"), (IR, "infrared")):
             if not any(s.modality == modality for s in samples):
