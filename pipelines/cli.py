@@ -191,6 +191,7 @@ def generate_pairs_cmd(
     deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
     profile: ProfileOpt = "demo",
+    shard_size: Annotated[int, typer.Option("--shard-size", help="partners per shard (a killed run resumes from its finished shards)")] = 1024,
 ) -> None:
     """Paired images only: a generated partner for every training image, into a pair cache."""
     _deterministic(deterministic)
@@ -204,7 +205,9 @@ def generate_pairs_cmd(
         raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
     cfg = _config(profile, None)
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]), trial=trial)
-    cache = stage_generate_pairs(checkpoint, splits, out, resolve_device(device))
+    if shard_size < 1:
+        raise UserError(f"--shard-size {shard_size}: give at least 1")
+    cache = stage_generate_pairs(checkpoint, splits, out, resolve_device(device), shard_size=shard_size)
     _print(f"pair cache: {cache.folder} ({len(cache)} partners)")
 
 

@@ -111,7 +111,7 @@ def stage_train_gan(cfg: Config, splits: Splits, run_dir: Path, device: torch.de
     return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name)
 
 
-def stage_generate_pairs(gan_path: Path, splits: Splits, out: Path, device: torch.device) -> PairCache:
+def stage_generate_pairs(gan_path: Path, splits: Splits, out: Path, device: torch.device, *, shard_size: int = 1024) -> PairCache:
     """Pair cache for the training split (skipped when a current one exists); returns it opened."""
     out = Path(out)
     gan_sha = file_sha256(gan_path)
@@ -121,7 +121,7 @@ def stage_generate_pairs(gan_path: Path, splits: Splits, out: Path, device: torc
         cache = open_pair_cache(out, **expected)
         info(f"generate-pairs: {out} is complete and current, skipped")
         return cache
-    generate_pairs(gan_path, splits.train, out, device, dataset=splits.index.name, data_root=splits.index.root)
+    generate_pairs(gan_path, splits.train, out, device, dataset=splits.index.name, data_root=splits.index.root, shard_size=shard_size)
     return open_pair_cache(out, **expected)
 
 
