@@ -310,6 +310,45 @@ def same_camera_mask(
     return mask
 
 
+def per_query_average_precision(
+    dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, *, ignore: np.ndarray | None = None
+) -> np.ndarray:
+    """Average precision of every query, for looking at single queries (``show-ranks``).
+
+    AP = (1 / R) * sum over the ranks k of the true matches of precision@k, on the ranked
+    list after removing ``ignore``'d gallery items (no collapsing), exactly the AP that
+    :func:`evaluate_ranking` averages into mAP; ties ordered by gallery index.
+
+    Args:
+        dist: ``(Q, G)`` float distances, lower = more similar.
+        q_pids, g_pids: ``(Q,)``, ``(G,)`` integer identities.
+        ignore: optional ``(Q, G)`` bool removal mask.
+
+    Returns:
+        float64 ``(Q,)`` in ``[0, 1]``; NaN for a query without a true match left.
+
+    Raises:
+        ValueError: on mismatched shapes.
+    """
+    dist = np.asarray(dist, dtype=np.float64)
+    if dist.ndim != 2:
+        raise ValueError(f"dist must be 2-D, got shape {dist.shape}")
+    q_pids = _as_label_vector("q_pids", q_pids, dist.shape[0])
+    g_pids = _as_label_vector("g_pids", g_pids, dist.shape[1])
+    keep = np.ones(dist.shape, dtype=bool) if ignore is None else ~np.asarray(ignore, dtype=bool)
+    if keep.shape != dist.shape:
+        raise ValueError(f"ignore has shape {keep.shape}, dist has shape {dist.shape}")
+    order = np.argsort(dist, axis=1, kind="stable")  # (Q, G)
+    kept = np.take_along_axis(keep, order, axis=1)
+    match = (g_pids[order] == q_pids[:, None]) & kept
+    rank = np.cumsum(kept, axis=1)  # 1-based position among the kept items
+    hits = np.cumsum(match, axis=1)
+    n_true = match.sum(axis=1)
+    precision_sum = np.where(match, hits / np.maximum(rank, 1), 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_true > 0, precision_sum / n_true, np.nan)
+
+
 def summarize(trials: Iterable[RankingMetrics]) -> dict:
     """Mean and spread of several trials (e.g. SYSU-MM01's 10 random galleries), in percent.
 

@@ -179,6 +179,17 @@ class RunLog:
         if self.enabled:
             self._writer.add_image(f"{self.stage}/{tag}", grid, step)
 
+    def histogram(self, tag: str, values, step: int) -> None:
+        """Log a histogram of ``values`` (1-D array) under ``<stage>/<tag>``."""
+        if self.enabled and len(values):
+            self._writer.add_histogram(f"{self.stage}/{tag}", values, step)
+
+    def embedding(self, tag: str, features, metadata: list[list[str]], header: list[str], step: int) -> None:
+        """Log features (N, D) to TensorBoard's embedding projector, one metadata row per point
+        (e.g. identity and modality, to colour the points by)."""
+        if self.enabled and len(features):
+            self._writer.add_embedding(features, metadata=metadata, metadata_header=header, tag=f"{self.stage}/{tag}", global_step=step)
+
     def close(self) -> None:
         if self.enabled and self._writer is not None:
             self._writer.close()

@@ -389,6 +389,56 @@ def ablate_cmd(
     _print(f"report: {run_dir / 'ablation.json'}, {run_dir / 'ablation.md'}")
 
 
+@app.command("show-ranks")
+def show_ranks_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="reid.pt (or best.pt)")],
+    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write")],
+    data_root: DataRootOpt = None,
+    worst: Annotated[int, typer.Option("--worst", help="how many of the lowest-AP queries to show")] = 8,
+    query: Annotated[Optional[int], typer.Option("--query", help="show the queries of this identity instead (lowest AP first)")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="SYSU-MM01: all | indoor")] = None,
+    direction: Annotated[Optional[str], typer.Option("--direction", help="RegDB/LLCM: v2i | i2v")] = None,
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split of the checkpoint (1..10)")] = 1,
+    gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """A grid of the worst queries (lowest AP) with their top-10 gallery images: green = right identity, red = wrong, distance under each."""
+    from common.checkpoint import load_checkpoint
+    from common.config import config_from_dict
+    from common.datasets import REID_DATASETS
+    from common.runtime import resolve_device
+    from pipelines.data import load_splits
+    from pipelines.insight import show_ranks
+
+    if dataset not in REID_DATASETS:
+        raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {', '.join(REID_DATASETS)}")
+    state = load_checkpoint(checkpoint, "reid")
+    cfg = config_from_dict(state["config"])
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]),
+                         trial=state.get("regdb_trial") or trial)
+    del state
+    result = show_ranks(checkpoint, splits, resolve_device(device), out, worst=worst, query_pid=query, gan_checkpoint=gan_checkpoint,
+                        mode=mode, direction=direction)
+    for r in result["rows"]:
+        ranks = " ".join(("+" if t["correct"] else "-") + str(t["pid"]) for t in r["top"])
+        _print(f"query pid {r['pid']} cam {r['cam']} AP {r['ap']:.3f}: {ranks}")
+    _print(f"grid: {result['png']}")
+
+
+@app.command("compare")
+def compare_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories (two or more)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """One table of several runs: their metrics and every config key whose value differs."""
+    from pipelines.insight import compare_runs, format_comparison
+
+    comparison = compare_runs(run_dirs)
+    _print(json.dumps(comparison) if as_json else format_comparison(comparison))
+
+
 @app.command("eval-gan")
 def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],

@@ -192,7 +192,7 @@ def stage_train_fusion(
         def evaluate(model):
             return evaluate_protocol(model, splits.test, device, spec, partners=test_partners, file_numbers=numbers,
                                      feature=cfg.eval.feature, batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
-                                     show_progress=False)
+                                     show_progress=False, return_features=True)
 
     return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device,
                         pair_cache=cache if needs_partners else None, translate=translate if needs_partners else None,

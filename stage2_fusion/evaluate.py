@@ -109,6 +109,7 @@ def evaluate_protocol(
     amp: bool = True,
     show_progress: bool = True,
     rerank: dict[str, float] | None = None,
+    return_features: bool = False,
 ) -> dict[str, Any]:
     """A dataset's standard test protocol on its test split.
 
@@ -131,7 +132,9 @@ def evaluate_protocol(
         :func:`common.metrics.summarize` of the trials (percent, mean/std, per trial) plus
         ``protocol`` (its description), ``dataset``, ``mode``, ``shots``, ``direction``,
         ``num_trials``, ``num_query``, ``feature``, ``flip``, ``reranked`` (the
-        re-ranking parameters, or False).
+        re-ranking parameters, or False); with ``return_features`` also ``features``:
+        ``{"features": (N, D) float32, "pids": (N,), "is_ir": (N,)}`` of every image the
+        trials used (for TensorBoard's projector and distance histograms).
 
     Raises:
         UserError: the model produces NaN/inf features (diverged training).
@@ -161,7 +164,40 @@ def evaluate_protocol(
         "direction": spec.direction, "num_trials": len(trial_list), "num_query": int(len(trial_list[0].query)),
         "feature": feature, "flip": flip, "reranked": dict(rerank) if rerank is not None else False,
     })
+    if return_features:
+        summary["features"] = {"features": feats, "pids": test.pids[needed], "is_ir": test.is_ir[needed]}
     return summary
+
+
+def pair_distances(features: np.ndarray, pids: np.ndarray, is_ir: np.ndarray, *, max_items: int = 600,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Cosine distances of positive (same identity) and negative pairs, per modality pair.
+
+    For the distance histograms of TensorBoard: a model that bridges the modality gap
+    separates ``pos vis-ir`` from ``neg vis-ir`` as well as it does within a modality.
+
+    Args:
+        features: (N, D) float L2-normalised features; pids: (N,) int; is_ir: (N,) bool.
+        max_items: at most this many images are used (a seeded random subset).
+
+    Returns:
+        ``{"pos vis-vis", "neg vis-vis", "pos ir-ir", "neg ir-ir", "pos vis-ir", "neg vis-ir"}``
+        -> float64 1-D arrays of ``1 - cos`` over the distinct pairs (i < j within a modality).
+    """
+    n = len(features)
+    keep = np.sort(np.random.default_rng(seed).choice(n, min(n, max_items), replace=False))
+    f, p, ir = features[keep].astype(np.float64), pids[keep], is_ir[keep]
+    dist = 1.0 - f @ f.T
+    same = p[:, None] == p[None, :]
+    upper = np.triu(np.ones_like(same), k=1)
+    out = {}
+    for name, rows, cols in (("vis-vis", ~ir, ~ir), ("ir-ir", ir, ir), ("vis-ir", ~ir, ir)):
+        pair = rows[:, None] & cols[None, :]
+        if name != "vis-ir":
+            pair &= upper
+        out[f"pos {name}"] = dist[pair & same]
+        out[f"neg {name}"] = dist[pair & ~same]
+    return out
 
 
 def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -111,6 +111,22 @@ def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, s
     return state["epoch"], state["best_rank1"]
 
 
+def _log_test_features(log: RunLog, extra: dict | None, epoch: int, max_points: int = 1000) -> None:  # pragma: no mutate block
+    """TensorBoard at an evaluation: the test features in the embedding projector (coloured
+    by identity and modality) and distance histograms of positive vs negative pairs per
+    modality pair."""
+    if extra is None:
+        return
+    from stage2_fusion.evaluate import pair_distances
+
+    feats, pids, is_ir = extra["features"], extra["pids"], extra["is_ir"]
+    for name, values in pair_distances(feats, pids, is_ir).items():
+        log.histogram(f"distance/{name.replace(' ', '_')}", values, epoch)
+    keep = np.sort(np.random.default_rng(epoch).choice(len(feats), min(len(feats), max_points), replace=False))
+    log.embedding("test_features", feats[keep], [[str(int(p)), "ir" if m else "vis"] for p, m in zip(pids[keep], is_ir[keep])],
+                  ["pid", "modality"], epoch)
+
+
 def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:  # pragma: no mutate block
     """Rows ``idx`` of a (memory-mapped) uint8 array, read in file order, returned in ``idx`` order."""
     order = np.argsort(idx, kind="stable")
@@ -280,6 +296,7 @@ def train_fusion(
             if dist.is_main and evaluate is not None and recipe.eval_every and (
                     (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs):
                 metrics = evaluate(model)
+                _log_test_features(log, metrics.pop("features", None), epoch + 1)
                 record.update({f"eval_{k}": metrics[k]["mean"] for k in ("rank1", "mean_ap", "minp")})
                 if metrics["rank1"]["mean"] > best_rank1:
                     best_rank1 = metrics["rank1"]["mean"]

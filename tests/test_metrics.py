@@ -295,3 +295,26 @@ def test_summarize_percent_mean_and_population_std():
     }
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_per_query_average_precision_worked_example_and_agrees_with_map():
+    from common.metrics import evaluate_ranking, per_query_average_precision
+
+    # query 0 (pid 1): ranked gallery pids 1, 2, 1, 3 -> hits at ranks 1 and 3: AP = (1/1 + 2/3) / 2 = 0.833333
+    # query 1 (pid 2): ranked gallery 0, 3, 2, 1 = pids 1, 3, 1, 2 (its only match last) -> AP = 1/4;
+    #   with the first-ranked item ignored: pids 3, 1, 2 -> AP = 1/3
+    # query 2 (pid 9): no match -> NaN
+    dist = np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.4, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4]])
+    g_pids = np.array([1, 2, 1, 3])
+    q_pids = np.array([1, 2, 9])
+    ap = per_query_average_precision(dist, q_pids, g_pids)
+    assert ap[0] == pytest.approx(5 / 6) and ap[1] == pytest.approx(1 / 4) and np.isnan(ap[2])
+    ignore = np.zeros_like(dist, dtype=bool)
+    ignore[1, 0] = True  # query 1's first-ranked item
+    assert per_query_average_precision(dist, q_pids, g_pids, ignore=ignore)[1] == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    d = rng.random((30, 40))
+    qp, gp = rng.integers(0, 6, 30), rng.integers(0, 6, 40)
+    ign = rng.random((30, 40)) < 0.2
+    ap = per_query_average_precision(d, qp, gp, ignore=ign)
+    assert np.nanmean(ap) == pytest.approx(evaluate_ranking(d, qp, gp, ignore=ign).mean_ap, abs=1e-12)
