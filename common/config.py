@@ -28,7 +28,8 @@ from typing import Any
 from common.errors import UserError
 
 PROFILES = ("demo", "paper")
-METHODS = ("agw", "tsme", "mscmnet", "glmn")
+METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
+EDGE_METHODS = ("agw", "mso", "tsme")
 
 
 @dataclass(frozen=True)
@@ -147,10 +148,19 @@ class RecipeConfig:
             images, :func:`common.augment.random_gray_mix`).
         id_weight, wrt_weight, hc_weight: loss weights (identity cross-entropy,
             weighted-regularisation triplet (GLMN: its ADP triplet), hetero-centre).
+        edge: MSO's edge operator at the stems, "none", "laplace", "sobel" or "prewitt"
+            (agw, mso, tsme's real stream).
+        edge_mode: "mso" (its signed kernels) or "magnitude" (kornia's edge magnitude).
+        edge_loss: "pef" (MSO's perceptual edge loss through VGG16) or "fuse" (ours: the
+            embedded edge map added to the stem output).
+        pef_weight, cmcc_weight: MSO's PEF and cross-modality contrastive-centre weights.
+        pef_stages: VGG16 stages PEF chains (MSO: 4; fewer for small inputs).
         qct_weight: MSCMNet's quadruple centre triplet loss weight.
         local_weight: GLMN's aligned local triplet loss weight.
         triplet_margin: margin of MSCMNet's QCT (0.7) or GLMN's local triplet (0.3).
         eval_every: evaluate on trial 0 every n epochs (0 = only at the end).
+        test_feature: "pre" or "post" BNNeck feature this method is tested with; "" =
+            ``eval.feature`` (MSO reports its pooled, pre-BN feature).
     """
 
     ids_per_batch: int = 8
@@ -177,12 +187,19 @@ class RecipeConfig:
     id_weight: float = 1.0
     wrt_weight: float = 1.0
     hc_weight: float = 0.0
+    edge: str = "none"
+    edge_mode: str = "mso"
+    edge_loss: str = "pef"
+    pef_weight: float = 1.0
+    cmcc_weight: float = 0.0
+    pef_stages: int = 4
     qct_weight: float = 1.0
     local_weight: float = 0.5
     triplet_margin: float = 0.3
     height: int = 0
     width: int = 0
     eval_every: int = 2
+    test_feature: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,6 +219,8 @@ class FusionConfig:
         tsme_gate: TSME's parameter-free gate on the real stream (False: ablation).
         tsme_iai: TSME's IAI heads on the real and generated maps (False: ablation, the 6
             fused heads only).
+        vgg16: local path of torchvision's ImageNet VGG16 (``vgg16-397923af.pth``) for MSO's
+            PEF loss; "" = random initialisation (not MSO's setting; said at training start).
         seed: random seed.
         amp: mixed precision on CUDA (ignored on CPU).
         max_nonfinite_steps: steps with a NaN/inf loss skipped before the run stops
@@ -217,6 +236,7 @@ class FusionConfig:
     tsme_streams: str = "agw"
     tsme_gate: bool = True
     tsme_iai: bool = True
+    vgg16: str = ""
     seed: int = 0
     amp: bool = True
     max_nonfinite_steps: int = 20
@@ -407,6 +427,8 @@ def _validate_ranges(cfg: Config) -> None:
             ("wrt_weight", r.wrt_weight, r.wrt_weight >= 0, ">= 0"),
             ("hc_weight", r.hc_weight, r.hc_weight >= 0, ">= 0"),
             ("qct_weight", r.qct_weight, r.qct_weight >= 0, ">= 0"),
+            ("pef_weight", r.pef_weight, r.pef_weight >= 0, ">= 0"),
+            ("cmcc_weight", r.cmcc_weight, r.cmcc_weight >= 0, ">= 0"),
             ("local_weight", r.local_weight, r.local_weight >= 0, ">= 0"),
             ("triplet_margin", r.triplet_margin, r.triplet_margin >= 0, ">= 0"),
             ("eval_every", r.eval_every, r.eval_every >= 0, ">= 0 (0: only at the end)"),
@@ -423,6 +445,20 @@ def _validate(cfg: Config) -> Config:
             raise UserError(f"fusion.recipes.{method}: unknown method; choose among: {', '.join(METHODS)}")
         if recipe.optimizer not in ("sgd", "adam"):
             raise UserError(f"fusion.recipes.{method}.optimizer '{recipe.optimizer}' is unknown; use 'sgd' or 'adam'")
+        if recipe.edge not in ("none", "laplace", "sobel", "prewitt"):
+            raise UserError(f"fusion.recipes.{method}.edge '{recipe.edge}' is unknown; use none, laplace, sobel or prewitt")
+        if recipe.edge_mode not in ("mso", "magnitude") or recipe.edge_loss not in ("pef", "fuse"):
+            raise UserError(f"fusion.recipes.{method}: edge_mode '{recipe.edge_mode}' / edge_loss '{recipe.edge_loss}' unknown; "
+                            "use mso | magnitude and pef | fuse")
+        if recipe.edge != "none" and method not in EDGE_METHODS:
+            raise UserError(f"fusion.recipes.{method}.edge: edge features are offered for {', '.join(EDGE_METHODS)}, not {method}; "
+                            "set edge = 'none'")
+        if method == "mso" and recipe.edge == "none":
+            raise UserError("fusion.recipes.mso.edge is 'none': MSO is AGW with edge features; choose laplace, sobel or prewitt")
+        if recipe.test_feature not in ("", "pre", "post"):
+            raise UserError(f"fusion.recipes.{method}.test_feature '{recipe.test_feature}' is unknown; use '', 'pre' or 'post'")
+        if not 1 <= recipe.pef_stages <= 4:
+            raise UserError(f"fusion.recipes.{method}.pef_stages {recipe.pef_stages}: MSO chains 1..4 VGG16 stages")
         if recipe.warmup_method not in ("agw", "linear"):
             raise UserError(f"fusion.recipes.{method}.warmup_method '{recipe.warmup_method}' is unknown; use 'agw' or 'linear'")
         if (recipe.height or recipe.width) and (recipe.height % 16 or recipe.width % 16 or not (recipe.height and recipe.width)):
@@ -525,12 +561,27 @@ def for_method(cfg: Config, method: str) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=recipe.height, width=recipe.width))
 
 
+def edge_summary(cfg: Config, method: str) -> dict[str, str]:
+    """What a run's results record of its edge features: operator, mode, loss."""
+    recipe = cfg.fusion.recipes.get(method)
+    if recipe is None or recipe.edge == "none":
+        return {"operator": "none"}
+    return {"operator": recipe.edge, "mode": recipe.edge_mode, "loss": recipe.edge_loss,
+            **({"vgg16": cfg.fusion.vgg16 or "random initialisation"} if recipe.edge_loss == "pef" else {})}
+
+
+def test_feature(cfg: Config, method: str) -> str:
+    """The BNNeck side a method is tested with: its recipe's ``test_feature`` or ``eval.feature``."""
+    recipe = cfg.fusion.recipes.get(method)
+    return (recipe.test_feature if recipe is not None else "") or cfg.eval.feature
+
+
 def for_inference(cfg: Config) -> Config:
     """``cfg`` with no ImageNet weights to load: for rebuilding a trained model whose
     weights come from its checkpoint (the training machine's weights file need not exist here)."""
     backbone = dataclasses.replace(cfg.fusion.backbone, pretrained="none")
     return dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, pretrained="none"),
-                               fusion=dataclasses.replace(cfg.fusion, backbone=backbone))
+                               fusion=dataclasses.replace(cfg.fusion, backbone=backbone, vgg16=""))
 
 
 # --------------------------------------------------------------------------- writing

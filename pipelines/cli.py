@@ -29,6 +29,9 @@ ProfileOpt = Annotated[str, typer.Option("--profile", help="shipped settings: de
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file overriding the profile (e.g. a run's config.toml)")]
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="dataset folder in its original layout")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run directory (default checkpoints/<dataset>-<method>-<profile>)")]
+EdgeOpt = Annotated[Optional[str], typer.Option("--edge", help="MSO edge features at the stems: laplace | sobel | prewitt | none (agw, mso, tsme; default: the recipe's)")]
+EdgeModeOpt = Annotated[Optional[str], typer.Option("--edge-mode", help="mso (MSO's signed kernels) | magnitude (kornia's edge magnitude)")]
+Vgg16Opt = Annotated[Optional[str], typer.Option("--vgg16", help="torchvision's vgg16-397923af.pth for MSO's PEF loss (without it: random VGG16)")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="decoded-image cache (default $VIREID_CACHE or ~/.cache/vireid)")]
 
 
@@ -36,6 +39,24 @@ def _config(profile: str, config: Path | None, overrides: dict[str, Any] | None 
     from common.config import load_config
 
     return load_config(profile, config, overrides)
+
+
+def _config_for_method(profile: str, config: Path | None, overrides: dict[str, Any], method: str | None,
+                       edge: str | None, edge_mode: str | None, vgg16: str | None):
+    """The config with --edge / --edge-mode applied to the chosen method's recipe and --vgg16."""
+    cfg = _config(profile, config, overrides)
+    method = method or cfg.fusion.method
+    extra: dict[str, Any] = {}
+    recipe = {k: v for k, v in (("edge", edge), ("edge_mode", edge_mode)) if v is not None}
+    if recipe:
+        extra = {"fusion": {"recipes": {method: recipe}}}
+    if vgg16 is not None:
+        extra.setdefault("fusion", {})["vgg16"] = vgg16
+    if not extra:
+        return cfg, method
+    from common.config import _merge
+
+    return _config(profile, config, _merge(overrides, extra)), method
 
 
 def require_pretrained_choice(cfg, **stages) -> None:
@@ -49,6 +70,17 @@ def _deterministic(enabled: bool) -> None:
         from common.runtime import set_deterministic
 
         set_deterministic(True)
+
+
+def check_edge_choice(checkpoint: Path, cfg, method: str, edge: str | None, edge_mode: str | None) -> None:
+    """Refuse to test a checkpoint as another edge operator or mode than it was trained with."""
+    recipe = cfg.fusion.recipes.get(method)
+    trained = (recipe.edge, recipe.edge_mode) if recipe is not None else ("none", "mso")
+    if edge is not None and edge != trained[0]:
+        raise UserError(f"{checkpoint} was trained with edge operator '{trained[0]}', not '{edge}'; test it as {trained[0]} "
+                        f"(or train a model with --edge {edge})")
+    if edge_mode is not None and trained[0] != "none" and edge_mode != trained[1]:
+        raise UserError(f"{checkpoint} was trained with edge mode '{trained[1]}', not '{edge_mode}'; test it as {trained[1]}")
 
 
 def _print(text: str) -> None:
@@ -117,9 +149,12 @@ def run_all_cmd(
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
-    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme | mso | mscmnet | glmn (default: the profile's)")] = None,
     cache_dir: CacheDirOpt = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 weights for both stages: PATH | imagenet | none")] = None,
+    edge: EdgeOpt = None,
+    edge_mode: EdgeModeOpt = None,
+    vgg16: Vgg16Opt = None,
 ) -> None:
     """Everything: (demo data) -> DSGAN -> pair cache -> fusion re-ID -> SYSU-MM01 test."""
     _deterministic(deterministic)
@@ -131,8 +166,7 @@ def run_all_cmd(
     overrides: dict[str, Any] = {}
     if pretrained is not None:
         overrides = {"gan": {"pretrained": pretrained}, "fusion": {"backbone": {"pretrained": pretrained}}}
-    cfg = _config(profile, config, overrides)
-    method = method or cfg.fusion.method
+    cfg, method = _config_for_method(profile, config, overrides, method, edge, edge_mode, vgg16)
     name = f"{dataset}-t{trial}" if dataset == "regdb" else dataset
     run_dir = run_dir or Path("checkpoints") / f"{name}-{method}-{cfg.profile}"
     results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir, device=resolve_device(device),
@@ -218,7 +252,7 @@ def train_fusion_cmd(
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="frozen generator for --pairs on-the-fly")] = None,
     data_root: DataRootOpt = None,
     trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
-    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme (default: the profile's)")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme | mso | mscmnet | glmn (default: the profile's)")] = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -230,6 +264,9 @@ def train_fusion_cmd(
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the training step")] = False,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm under torchrun (several GPUs)")] = False,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue a killed run from its last.pt (default) or refuse to")] = True,
+    edge: EdgeOpt = None,
+    edge_mode: EdgeModeOpt = None,
+    vgg16: Vgg16Opt = None,
 ) -> None:
     """Stage 2 only: train the fusion re-ID network from real images and cached (or on-the-fly) partners.
 
@@ -243,9 +280,8 @@ def train_fusion_cmd(
     from stage2_fusion.methods import METHODS
     from stage2_fusion.train import TrainOptions
 
-    overrides = {"fusion": {"backbone": {"pretrained": pretrained}}} if pretrained is not None else None
-    cfg = _config(profile, config, overrides)
-    method = method or cfg.fusion.method
+    overrides = {"fusion": {"backbone": {"pretrained": pretrained}}} if pretrained is not None else {}
+    cfg, method = _config_for_method(profile, config, overrides, method, edge, edge_mode, vgg16)
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
     require_pretrained_choice(cfg, gan=False)
@@ -294,6 +330,8 @@ def test_cmd(
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="evaluate the same architecture untrained (baseline)")] = False,
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking (Zhong et al., CVPR 2017); figures labelled re-ranked")] = False,
+    edge: Annotated[Optional[str], typer.Option("--edge", help="the edge operator the checkpoint must have been trained with (checked)")] = None,
+    edge_mode: Annotated[Optional[str], typer.Option("--edge-mode", help="the edge mode it must have been trained with: mso | magnitude")] = None,
     k1: Annotated[int, typer.Option("--k1", help="re-ranking: k of the k-reciprocal sets (TSME's testreranking.py: 31)")] = 20,
     k2: Annotated[int, typer.Option("--k2", help="re-ranking: local query expansion size (TSME: 19)")] = 6,
     lambda_value: Annotated[float, typer.Option("--lambda", help="re-ranking: weight of the original distance (0..1)")] = 0.3,
@@ -339,11 +377,15 @@ def test_cmd(
                 raise UserError(f"{ckpt} was trained on RegDB split {recorded}; split {split_trial}'s test identities include "
                                 f"its training identities: pass --trial {recorded}")
         cfg = config_from_dict(state["config"])
+        state_method = state["method"]
+        check_edge_choice(ckpt, cfg, state_method, edge, edge_mode)
         splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]), trial=split_trial)
         del state
         spec = make_protocol(cfg.eval, dataset, splits.index.root, mode=mode, shots=shots, trials=trials,
                              direction=direction, protocol=protocol, perm_file=str(perm_file) if perm_file else None)
-        kwargs = dict(feature=feature or cfg.eval.feature, flip=flip, gan_checkpoint=gan_checkpoint, batch_size=cfg.eval.batch_size,
+        from common.config import test_feature
+
+        kwargs = dict(feature=feature or test_feature(cfg, state_method), flip=flip, gan_checkpoint=gan_checkpoint, batch_size=cfg.eval.batch_size,
                       rerank=rerank_params)
         results.append(stage_test(ckpt, splits, dev, spec, untrained=untrained, **kwargs))
         bests.append(None if untrained else best_on_test(ckpt, splits, dev, spec, **kwargs))

@@ -26,7 +26,7 @@ import torch
 
 from common.atomic import atomic_write_json, atomic_write_text
 from common.checkpoint import file_sha256
-from common.config import Config, config_section_dict, dump_config, for_method, require_pretrained_choice
+from common.config import Config, config_section_dict, dump_config, edge_summary, for_method, require_pretrained_choice, test_feature
 from common.errors import UserError
 from common.pair_cache import MANIFEST, PairCache, open_pair_cache
 from common.protocols import ProtocolSpec
@@ -159,7 +159,14 @@ def stage_train_fusion(
     from stage2_fusion.methods import METHODS
 
     require_pretrained_choice(cfg, gan=False)
-    meta: dict[str, Any] = {"dataset": splits.index.name}
+    recipe = cfg.fusion.recipe(method)
+    if recipe.edge != "none" and recipe.edge_loss == "pef" and not cfg.fusion.vgg16:
+        from stage2_fusion.losses import VGG16_URL
+
+        info(f"stage 2 ({method}): MSO's PEF loss compares VGG16 features, and no ImageNet VGG16 was given (--vgg16): VGG16 "
+             f"starts from random initialisation, which is not MSO's setting; for MSO's, download {VGG16_URL} and pass "
+             "--vgg16 PATH")
+    meta: dict[str, Any] = {"dataset": splits.index.name, "edge": edge_summary(cfg, method)}
     if splits.index.name == "regdb":  # pipeline test checks it: another split's test ids are training ids here
         meta["regdb_trial"] = splits.index.extra["trial"]
     translate = partner_id = None
@@ -191,7 +198,7 @@ def stage_train_fusion(
 
         def evaluate(model):
             return evaluate_protocol(model, splits.test, device, spec, partners=test_partners, file_numbers=numbers,
-                                     feature=cfg.eval.feature, batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
+                                     feature=test_feature(cfg, method), batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
                                      show_progress=False, return_features=True)
 
     return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device,
@@ -235,6 +242,7 @@ def stage_test(
         "checkpoint_sha256": file_sha256(checkpoint),
         "untrained": untrained,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "edge": edge_summary(cfg, meta["method"]),
         "epoch": None if untrained else meta.get("epoch"),
         "selection": "untrained" if untrained else selection,
         "device": str(device),
@@ -364,11 +372,12 @@ def run_all(
     reid = stage_train_fusion(cfg, method, splits, cache, run_dir, device, gray=gray)
     e = cfg.eval
     spec = make_protocol(e, splits.index.name, splits.index.root)
-    results = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size)
-    attach_best_on_test(results, best_on_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size))
-    reranked = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size, rerank=DEFAULT_RERANK)
+    feat = test_feature(cfg, method)
+    results = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size)
+    attach_best_on_test(results, best_on_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size))
+    reranked = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, rerank=DEFAULT_RERANK)
     results["with_reranking"] = {**{k: reranked[k] for k in METRIC_KEYS}, "params": DEFAULT_RERANK, "trials": reranked["trials"]}
-    baseline = stage_test(reid, splits, device, spec, feature=e.feature, flip=e.flip, batch_size=e.batch_size, untrained=True)
+    baseline = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, untrained=True)
     results["untrained_baseline"] = {k: baseline[k] for k in METRIC_KEYS}
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     results["run_dir"] = str(run_dir)

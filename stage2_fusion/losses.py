@@ -1,5 +1,6 @@
 """Re-ID losses: identity cross-entropy, weighted-regularisation triplet (WRT),
-hetero-centre (HC).
+hetero-centre (HC), and MSO's cross-modality contrastive-centre (CMCC) and perceptual edge
+features (PEF) losses (see their docstrings).
 
 * WRT: Ye et al., AGW (TPAMI 2021), Eq. 5; code mangye16/Cross-Modal-Re-ID-baseline:loss.py
   ``TripletLoss_WRT``. For anchor i with Euclidean distances d_ij over the whole batch
@@ -19,8 +20,15 @@ hetero-centre (HC).
 
 from __future__ import annotations
 
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from common.errors import UserError
 
 
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
@@ -85,3 +93,215 @@ def hetero_centre_loss(embeddings: torch.Tensor, labels: torch.Tensor, is_ir: to
 def identity_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over training identities; logits (N, C) float, labels (N,) int64."""
     return F.cross_entropy(logits.float(), labels)
+
+
+# ---------------------------------------------------------------------------------------
+# MSO (Gao et al., "MSO: Multi-Feature Space Joint Optimization Network for RGB-Infrared
+# Person Re-Identification", ACM MM 2021; code cjjjao/DIP_work, commit 5d515159): the
+# cross-modality contrastive-centre (CMCC) loss and the perceptual edge features (PEF) loss.
+# MSO trains with ID + WRT + CMCC + PEF, all weights 1 (cjjjao/DIP_work:train.py ``train``).
+# ---------------------------------------------------------------------------------------
+
+
+def cmcc_loss(features: torch.Tensor, labels: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
+    """MSO's cross-modality contrastive-centre loss (cjjjao/DIP_work:loss.py ``CMCC``).
+
+    For each identity i of the batch: visible centre c_v,i and infrared centre c_r,i (mean
+    feature of its visible / infrared rows), c̄_i = (c_v,i + c_r,i) / 2, and
+
+        d_in,i  = ||c_v,i - c_r,i||                    (Euclidean, not squared)
+        d_out,i = min_{j != i} ||c̄_i - c̄_j||          (the closest other identity)
+        L = mean_i log(1 + exp(d_in,i - d_out,i)).
+
+    As MSO: every distance is sqrt(clamp(d^2, min=1e-12)); no margin; mean (not sum) over
+    identities; applied to the BNNeck output (``feat_bn``, post-BN, not L2-normalised).
+    log(1 + exp(.)) is computed as ``softplus`` (same value, no overflow).
+
+    Deviations: MSO splits the batch into 2P equal chunks (``feats.chunk(label_num * 2)``),
+    assuming P contiguous visible identity blocks followed by the same P identities in the
+    same order in infrared, as AGW's sampler yields them; we group rows by label and
+    modality, which gives the same value on such batches and is correct for any order or
+    block size. Identities present in only one modality have no cross-modality centre and
+    are left out (of the mean and of every d_out); with fewer than two complete
+    identities there is no other identity to contrast with and the loss is 0 (MSO would
+    fail on the empty minimum).
+
+    Args:
+        features: (N, D) float, post-BN features of the whole batch (both modalities).
+        labels: (N,) int64 identity labels.
+        is_ir: (N,) bool, True for infrared rows.
+
+    Returns:
+        Scalar float32 loss, >= 0.
+
+    Raises:
+        ValueError: if features is not 2-D or labels / is_ir do not have N entries.
+    """
+    if features.ndim != 2 or labels.shape != (features.shape[0],) or is_ir.shape != (features.shape[0],):
+        raise ValueError(
+            f"cmcc_loss expects features (N, D), labels (N,), is_ir (N,); got {tuple(features.shape)}, "
+            f"{tuple(labels.shape)}, {tuple(is_ir.shape)}"
+        )
+    feat = features.float()
+    classes, inverse = labels.unique(return_inverse=True)
+    n_cls = classes.numel()
+    modality = is_ir.long()  # 0 visible, 1 infrared
+    sums = feat.new_zeros(2, n_cls, feat.shape[1])
+    counts = feat.new_zeros(2, n_cls)
+    sums.index_put_((modality, inverse), feat, accumulate=True)
+    counts.index_put_((modality, inverse), torch.ones_like(inverse, dtype=feat.dtype), accumulate=True)
+    complete = (counts > 0).all(dim=0)  # (n_cls,) identity seen in both modalities
+    centre_vis, centre_ir = sums / counts.clamp(min=1).unsqueeze(-1)  # (n_cls, D) each
+    d_in = (centre_vis - centre_ir).pow(2).sum(dim=1).clamp(min=1e-12).sqrt()  # (n_cls,)
+    centre = (centre_vis + centre_ir) / 2  # (n_cls, D)
+    not_self = ~torch.eye(n_cls, dtype=torch.bool, device=feat.device)
+    candidate = not_self & complete.view(1, -1)  # (n_cls, n_cls): j != i and j complete
+    d_out = pairwise_euclidean(centre).masked_fill(~candidate, float("inf")).amin(dim=1)  # (n_cls,)
+    per_identity = F.softplus(d_in - d_out) * complete
+    return per_identity.sum() / complete.sum().clamp(min=1)
+
+
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
+# torchvision's VGG16 ``features`` (configuration "D"): 3x3 convolutions (padding 1) each
+# followed by an in-place ReLU, "M" = 2x2 max pooling; indices as torchvision numbers them.
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+# The slices of ``vgg16().features`` MSO chains (PEF.py: ``vgg_layer = [5, 7, 7, 7]`` from 5).
+PEF_STAGES = ((5, 10), (10, 17), (17, 24), (24, 31))
+
+
+def _vgg16_feature_layers(width_divisor: int) -> list[nn.Module]:
+    """torchvision's ``vgg16().features`` as a list (31 layers), widths divided by ``width_divisor``."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            out_ch = item // width_divisor
+            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            in_ch = out_ch
+    return layers
+
+
+def _read_vgg16_state(path: Path) -> dict:
+    """torchvision's VGG16 state dict from a local file (never downloaded).
+
+    Raises:
+        UserError: the file is missing (naming where to get it) or not a readable state dict.
+    """
+    if not path.is_file():
+        raise UserError(
+            f"VGG16 weights {path} not found; download {VGG16_URL} (torchvision VGG16_Weights.IMAGENET1K_V1) "
+            "on a machine with internet, copy it here and pass its path, or pass none for a random VGG16"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise UserError(f"VGG16 weights {path} cannot be read ({type(exc).__name__}); pass torchvision's {VGG16_FILE}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a torchvision VGG16 state dict; pass {VGG16_FILE}")
+    return state
+
+
+class PerceptualEdgeLoss(nn.Module):
+    """MSO's perceptual edge features (PEF) loss (cjjjao/DIP_work:PEF.py ``PEF_Loss``).
+
+    L_PEF = sum over the 4 stages s of MSE(V_s(...V_1(stem)), V_s(...V_1(edge_C))), where
+    V_1..V_4 = torchvision ``vgg16().features[5:10]``, ``[10:17]``, ``[17:24]``, ``[24:31]``,
+    each branch chained through the stages (stage s sees its own branch's stage s-1
+    output), MSE = mean squared error over all elements (``nn.MSELoss(reduction='mean')``),
+    and edge_C the edge map repeated to the stem's C = 64 channels. As MSO
+    (``model.py`` ``embed_net.forward``): ``stem`` is both modality stems' outputs
+    concatenated along the batch (visible rows, then infrared: ``torch.cat((x1, x2), 0)``),
+    so one MSE averages over both modalities; the edge map carries no gradient (MSO builds
+    it under ``torch.no_grad``) but its VGG features are not detached, so VGG16 is trained
+    through both branches, and the gradient reaches the stems through the stem branch. MSO
+    calls ``vgg.eval()``, which changes nothing here (these layers have no dropout or BN).
+    Layers 0-4 of VGG16 (which see RGB) and its classifier are unused and not kept.
+
+    VGG16 sits inside the model and is trained with it (MSO's Adam puts it in the
+    backbone group, 0.1 x lr, weight decay 5e-4): its parameters require grad.
+
+    The two branches go through each stage as one batch (identical per-branch results:
+    these layers have no batch-dependent statistics).
+
+    Args:
+        vgg16_weights: local path to torchvision's ImageNet VGG16 state dict
+            ``vgg16-397923af.pth`` (from https://download.pytorch.org/models/vgg16-397923af.pth,
+            MSO: ``models.vgg16(pretrained=True)``); it is read once, never downloaded.
+            None (or "" / "none") leaves VGG16 randomly initialised as torchvision does
+            (Kaiming-normal fan-out convolutions, zero bias): PEF then compares random VGG
+            features, not MSO's setting.
+        width_divisor: divides every VGG16 width (paper setting: 1, a 64-channel stem).
+            The stem map must have 64 // width_divisor channels; a demo-width model with a
+            16-channel stem uses 4. Pretrained weights need 1.
+        num_stages: how many of MSO's 4 stages to chain (paper: 4, which needs stem maps of
+            at least 16 x 16; the demo's 24 x 12 stem maps allow 3).
+
+    Shapes:
+        ``forward(stem, edge)``: stem (B, C, h, w) float (any autocast dtype), edge
+        (B, 1, h, w) float (:func:`stage2_fusion.edges.edge_map`, 72 x 36 at 288 x 144);
+        h, w >= 16 (four 2x2 poolings) -> scalar float32 loss >= 0.
+
+    Raises:
+        UserError: ``vgg16_weights`` missing, unreadable, not a VGG16 state dict, or given
+            with ``width_divisor`` != 1.
+        ValueError: ``width_divisor`` not a positive divisor of 64; (in forward) shapes
+            other than the above.
+    """
+
+    def __init__(self, vgg16_weights: str | Path | None = None, width_divisor: int = 1, num_stages: int = 4) -> None:
+        super().__init__()
+        if not 1 <= num_stages <= len(PEF_STAGES):
+            raise ValueError(f"num_stages must be 1..{len(PEF_STAGES)}, got {num_stages}")
+        if isinstance(width_divisor, bool) or not isinstance(width_divisor, int) or width_divisor < 1 or 64 % width_divisor:
+            raise ValueError(f"width_divisor must be a positive divisor of 64, got {width_divisor!r}")
+        self.in_channels = 64 // width_divisor
+        state = None
+        if vgg16_weights not in (None, "", "none"):
+            if width_divisor != 1:
+                raise UserError(f"VGG16 weights {vgg16_weights} need width_divisor 1 (a 64-channel stem, the paper width); pass none for a narrower model")
+            state = _read_vgg16_state(Path(vgg16_weights))  # checked before anything is built
+        layers = _vgg16_feature_layers(width_divisor)
+        if state is None:
+            for layer in layers:
+                if isinstance(layer, nn.Conv2d):  # torchvision VGG.__init__ (init_weights=True)
+                    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
+        # keys stages.<s>.<torchvision index>.weight, e.g. stages.0.5.weight = features.5.weight
+        self.stages = nn.ModuleList(nn.Sequential(OrderedDict((str(i), layers[i]) for i in range(a, b)))
+                                    for a, b in PEF_STAGES[:num_stages])
+        if state is not None:
+            self._copy_vgg16(state, Path(vgg16_weights))
+
+    def _copy_vgg16(self, state: dict, path: Path) -> None:
+        """Copy torchvision's ``features.<i>.*`` tensors into ``stages.<s>.<i>.*``; UserError if one is missing or misshapen."""
+        own = self.state_dict()
+        loaded = {}
+        for s, (a, b) in enumerate(PEF_STAGES[: len(self.stages)]):
+            for i in range(a, b):
+                for kind in ("weight", "bias"):
+                    dst = f"stages.{s}.{i}.{kind}"
+                    if dst not in own:  # ReLU / pooling: no parameters
+                        continue
+                    src = state.get(f"features.{i}.{kind}")
+                    if not isinstance(src, torch.Tensor) or src.shape != own[dst].shape:
+                        raise UserError(f"{path} is not a torchvision VGG16 state dict (features.{i}.{kind} missing or misshapen); pass {VGG16_FILE}")
+                    loaded[dst] = src
+        self.load_state_dict(loaded, strict=True)
+
+    def forward(self, stem: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
+        c = self.in_channels
+        if stem.ndim != 4 or stem.shape[1] != c or edge.ndim != 4 or edge.shape[1] != 1:
+            raise ValueError(f"PerceptualEdgeLoss expects stem (B, {c}, h, w) and edge (B, 1, h, w), got {tuple(stem.shape)} and {tuple(edge.shape)}")
+        if edge.shape[0] != stem.shape[0] or edge.shape[2:] != stem.shape[2:]:
+            raise ValueError(f"stem {tuple(stem.shape)} and edge {tuple(edge.shape)} must share batch and (h, w)")
+        edge_c = edge.detach().to(stem.dtype).repeat(1, c, 1, 1)  # (B, 1, h, w) -> (B, C, h, w), as MSO's repeat(1, 64, 1, 1)
+        both = torch.cat([stem, edge_c], dim=0)  # (2B, C, h, w): stem rows, then edge rows
+        loss = stem.new_zeros((), dtype=torch.float32)
+        for stage in self.stages:
+            both = stage(both)  # (2B, C_s, h / 2^s, w / 2^s), each half chained from its own branch
+            stem_feat, edge_feat = both.chunk(2, dim=0)
+            loss = loss + F.mse_loss(stem_feat.float(), edge_feat.float())
+        return loss

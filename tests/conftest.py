@@ -82,6 +82,8 @@ TINY_OVERRIDES = {
                                     "eval_every": 1},
                            "agw": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [], "lr": 0.01,
                                    "warmup_epochs": 0, "pad": 2, "eval_every": 1},
+                           "mso": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [],
+                                   "pad": 2, "eval_every": 1, "pef_stages": 1},
                            "mscmnet": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 4, "milestones": [],
                                        "lr": 0.001, "warmup_epochs": 1, "pad": 2, "eval_every": 1},
                            "glmn": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 2, "milestones": [],

@@ -87,3 +87,17 @@ def test_cpu_and_cuda_features_agree(method):
         low = model.extract({"ir": x}, partners).float().cpu()
     cosine = (low * feats["cpu"]).sum(dim=1)  # both L2-normalised
     assert (cosine > 0.99).all(), cosine
+
+
+@pytest.mark.parametrize("mode", ["mso", "magnitude"])
+@pytest.mark.parametrize("operator", ["laplace", "sobel", "prewitt"])
+def test_edge_maps_on_cuda_under_bf16_are_float32_and_equal_the_cpu_ones(operator, mode):
+    from stage2_fusion.edges import edge_map, gray_from_normalized
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 288, 144)
+    cpu = edge_map(gray_from_normalized(x), operator, mode)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        cuda = edge_map(gray_from_normalized(x.cuda()), operator, mode)
+    assert cuda.dtype == torch.float32 and cuda.shape == (4, 1, 72, 36) and not cuda.requires_grad
+    assert torch.allclose(cuda.cpu(), cpu, atol=1e-5), (cuda.cpu() - cpu).abs().max()

@@ -5,6 +5,7 @@ needs its own, its training augmentation.
 |---------|-------|------|----------|-----------------|
 | agw     | :class:`~stage2_fusion.methods.agw.AGWNet`         | ID + WRT                       | no  | 1 |
 | tsme    | :class:`~stage2_fusion.methods.tsme.TSMENet`       | 10 x (ID + 0.5 HC)             | yes | 1 (+ partner) |
+| mso     | :class:`~stage2_fusion.methods.agw.MSONet`         | ID + WRT + CMCC + PEF          | no  | 1 |
 | mscmnet | :class:`~stage2_fusion.methods.mscmnet.MSCMNet`    | ID + QCT                       | no  | 2 (4 stems) |
 | glmn    | :class:`~stage2_fusion.methods.glmn.GLMNNet`       | ID + ADP + 0.5 aligned local   | no  | 2 visible, 1 infrared |
 
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from torch import nn
 
 from common.errors import UserError
-from stage2_fusion.methods.agw import AGWNet, agw_loss
+from stage2_fusion.methods.agw import AGWNet, MSONet, agw_loss
 from stage2_fusion.methods.glmn import GLMNAugment, GLMNNet, glmn_loss
 from stage2_fusion.methods.mscmnet import MSCMNet, MSCMNetAugment, mscmnet_loss
 from stage2_fusion.methods.tsme import TSMENet, tsme_loss
@@ -41,6 +42,7 @@ def _glmn_loss(outputs, labels, is_ir, recipe):
 METHODS: dict[str, tuple[type[nn.Module], Callable]] = {
     "agw": (AGWNet, agw_loss),
     "tsme": (TSMENet, tsme_loss),
+    "mso": (MSONet, agw_loss),
     "mscmnet": (MSCMNet, _mscmnet_loss),
     "glmn": (GLMNNet, _glmn_loss),
 }

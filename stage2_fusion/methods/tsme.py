@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stage2_fusion.backbone import build_backbone
+from stage2_fusion.edges import build_edge_branch
 from stage2_fusion.fusion import StripeHeads, modality_gate, pwif, stripes
 from stage2_fusion.layers import GeM
 from stage2_fusion.losses import hetero_centre_loss, identity_loss, wrt_loss
@@ -58,6 +59,7 @@ class TSMENet(nn.Module):
         shared = f.tsme_streams == "agw"
         self.real = build_backbone(f.backbone, ("vis", "ir"), shared=shared)
         self.generated = build_backbone(f.backbone, ("vis", "ir"), shared=shared)
+        self.edges = build_edge_branch(f.recipes.get(self.method), f.backbone.base_width, f.vgg16)  # on the real stems
         channels = self.real.out_channels
         self.num_stripes = f.num_stripes
         self.gate = modality_gate if f.tsme_gate else None
@@ -72,21 +74,27 @@ class TSMENet(nn.Module):
         """Modules trained at the full learning rate (TSME: feature and class blocks)."""
         return [self.fused_heads, self.real_heads, self.generated_heads] if self.iai else [self.fused_heads]
 
-    def _fused(self, inputs, partners) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _fused(self, inputs, partners, aux: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if partners is None or set(partners) != set(inputs):
             raise ValueError("TSME needs a generated partner for every input stream")
-        f_real = self.real(inputs, after_layer3=self.gate, after_layer4=self.gate)  # (B, C, h, w), gated unless ablated
+        aux = {} if aux is None else aux
+        hook = None if self.edges is None else (lambda stem, streams: self.edges(stem, streams, aux))
+        f_real = self.real(inputs, after_layer3=self.gate, after_layer4=self.gate, stem_hook=hook)  # (B, C, h, w), gated unless ablated
         f_gen = self.generated({m: partners[m] for m in inputs})  # (B, C, h, w)
         return pwif(f_real, f_gen), f_real, f_gen
 
     def forward(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        fused, f_real, f_gen = self._fused(inputs, partners)
+        aux: dict[str, list] = {}
+        fused, f_real, f_gen = self._fused(inputs, partners, aux)
         emb, logits = self.fused_heads(fused)  # (6, B, d), (6, B, classes)
         if self.iai:
             emb_r, log_r = self.real_heads(f_real)  # (2, B, d): real vis and real IR share these heads
             emb_g, log_g = self.generated_heads(f_gen)  # (2, B, d): generated IR and generated vis
             emb, logits = torch.cat([emb, emb_r, emb_g]), torch.cat([logits, log_r, log_g])
-        return {"embeddings": emb, "logits": logits, "feat_pre_bn": self.gem(fused)}
+        out = {"embeddings": emb, "logits": logits, "feat_pre_bn": self.gem(fused)}
+        if aux.get("pef"):
+            out["pef"] = torch.stack(aux["pef"]).mean()
+        return out
 
     @torch.no_grad()
     def extract(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None, feature: str = "post") -> torch.Tensor:
@@ -108,6 +116,9 @@ def tsme_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
     loss_hc = sum(hetero_centre_loss(F.normalize(embeddings[h].float(), dim=1), labels, is_ir) for h in range(n_heads))
     total = recipe.id_weight * loss_id + recipe.hc_weight * loss_hc
     terms = {"id": loss_id, "hc": loss_hc}
+    if "pef" in outputs:  # MSO's edge loss on the real stream's stems (--edge)
+        terms["pef"] = outputs["pef"]
+        total = total + recipe.pef_weight * terms["pef"]
     if recipe.wrt_weight > 0:
         terms["wrt"], _ = wrt_loss(outputs["feat_pre_bn"], labels)
         total = total + recipe.wrt_weight * terms["wrt"]
