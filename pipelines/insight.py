@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.config import test_feature
 from common.errors import UserError
 from common.metrics import per_query_average_precision
 from common.protocols import protocol_trials
@@ -52,7 +53,7 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
         gan = meta.get("gan_checkpoint") if not gan_checkpoint else str(gan_checkpoint)
         partners = _test_partners(gan, None if gan_checkpoint else meta.get("gan_sha256"), splits, device)
     needed = np.unique(np.concatenate([trial.query, trial.gallery]))
-    feats = extract_features(model, test, needed, device, partners=partners, feature=cfg.eval.feature, batch_size=cfg.eval.batch_size,
+    feats = extract_features(model, test, needed, device, partners=partners, feature=test_feature(cfg, meta["method"]), batch_size=cfg.eval.batch_size,
                              amp=cfg.fusion.amp)
     row = np.full(len(test), -1, dtype=np.int64)
     row[needed] = np.arange(len(needed))
