@@ -95,6 +95,10 @@ class GanConfig:
     seed: int = 0
     amp: bool = True
     max_nonfinite_steps: int = 20
+    out_channels: int = 1
+    crop_scale: float = 1.0
+    select_by: str = "two-sample"
+    select_images: int = 200
 
 
 @dataclass(frozen=True)
@@ -396,6 +400,8 @@ def _validate_ranges(cfg: Config) -> None:
         ("gan.lambda_identity", g.lambda_identity, g.lambda_identity >= 0, ">= 0"),
         ("gan.pool_size", g.pool_size, g.pool_size >= 0, ">= 0"),
         ("gan.max_nonfinite_steps", g.max_nonfinite_steps, g.max_nonfinite_steps >= 0, ">= 0"),
+        ("gan.crop_scale", g.crop_scale, 1.0 <= g.crop_scale <= 2.0, "in [1, 2] (1: no resize-and-crop)"),
+        ("gan.select_images", g.select_images, g.select_images >= 8, ">= 8 (the two-sample test needs images)"),
         ("fusion.embed_dim", f.embed_dim, f.embed_dim >= 1, ">= 1"),
         ("fusion.num_stripes", f.num_stripes, f.num_stripes >= 1, ">= 1"),
         ("fusion.num_aux_stripes", f.num_aux_stripes, f.num_aux_stripes >= 1, ">= 1"),
@@ -464,6 +470,10 @@ def _validate(cfg: Config) -> Config:
         if (recipe.height or recipe.width) and (recipe.height % 16 or recipe.width % 16 or not (recipe.height and recipe.width)):
             raise UserError(f"fusion.recipes.{method}: height x width = {recipe.height} x {recipe.width}; give both, multiples of 16 "
                             "(or 0 x 0 for data.height x data.width)")
+    if cfg.gan.out_channels not in (1, 3):
+        raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (gray output, default) or 3 (TSME's layout)")
+    if cfg.gan.select_by not in ("two-sample", "psnr", "last"):
+        raise UserError(f"gan.select_by '{cfg.gan.select_by}' is unknown; use two-sample, psnr or last")
     if cfg.fusion.tsme_streams not in ("paper", "agw"):
         raise UserError(f"fusion.tsme_streams '{cfg.fusion.tsme_streams}' is unknown; use 'paper' (TSME's four ResNets) or 'agw'")
     if cfg.eval.mode not in ("all", "indoor"):

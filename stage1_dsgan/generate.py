@@ -51,7 +51,7 @@ def load_generators(path: Path, device: torch.device) -> Generators:
     gan = state["gan"]
     gens = []
     for name in ("g_vis2ir", "g_ir2vis"):
-        g = DSGANGenerator(gan["base_width"], tuple(gan["encoder_layers"]))
+        g = DSGANGenerator(gan["base_width"], tuple(gan["encoder_layers"]), gan.get("out_channels", 3))  # 3: checkpoints before it existed
         g.load_state_dict(state[name])
         gens.append(g.to(device).eval().requires_grad_(False))
     return Generators(gens[0], gens[1], tuple(state["image_size"]), path, file_sha256(path))
@@ -140,6 +140,8 @@ def generate_pairs(
                 images = torch.from_numpy(np.array(train.images[b:e]))  # copy out of the read-only memmap
                 partners[b - start : e - start] = translate(images, torch.from_numpy(train.is_ir[b:e])).numpy()
                 advance(e - b)
+            if gens.g_vis2ir.out_channels == 1 and not (partners == partners[..., :1]).all():
+                raise ValueError("a gray generator (out_channels = 1) produced partners with unequal channels")
             writer.write_shard(index, partners)
     writer.finish()
     info(f"generate-pairs: wrote {len(train)} partners to {out}")

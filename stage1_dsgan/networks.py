@@ -17,7 +17,13 @@ Generator (per direction, visible-gray -> infrared and infrared -> visible-gray)
 * output: ``tanh``. TSME's released code has no output activation; we follow the
   CycleGAN implementation its GAN path names (eriklindernoren/PyTorch-GAN), whose images
   are normalised to [-1, 1] and whose generators end in tanh, so that outputs are
-  bounded and map to uint8 without clipping surprises.
+  bounded and map to uint8 without clipping surprises;
+* output channels: both domains of the translation (visible *grayscale* and infrared) are
+  gray images with three equal channels, so by default (``out_channels = 1``) the last
+  transposed convolution has one output channel, replicated to three: a translation can
+  only be gray (three free channels drift apart, which showed as a green tint).
+  ``out_channels = 3`` keeps TSME's released layout (``deconv5`` to 3 channels), for
+  comparison.
 
 Discriminator: PatchGAN, four Conv(k4, s2, p1) blocks of widths 128, 128, 256, 512 with
 InstanceNorm on blocks 2-4 and LeakyReLU(0.2), then ZeroPad2d((1, 0, 1, 0)) and a 4x4 conv
@@ -63,14 +69,22 @@ class DSGANGenerator(nn.Module):
     Args:
         base_width: w, the stem width (64 = ResNet-50); every width scales with it.
         encoder_layers: bottlenecks per encoder stage ((3, 4, 6, 3) = ResNet-50).
+        out_channels: 1 (a gray output replicated to 3 channels; default) or 3 (TSME).
 
     Shapes:
         input (B, 3, H, W) float in [-1, 1] (grayscale replicated to 3 channels);
-        output (B, 3, H, W) float in [-1, 1]. H and W must be multiples of 16.
+        output (B, 3, H, W) float in [-1, 1], three equal channels when out_channels = 1.
+        H and W must be multiples of 16.
+
+    Raises:
+        ValueError: out_channels not 1 or 3.
     """
 
-    def __init__(self, base_width: int = 64, encoder_layers: tuple[int, ...] = (3, 4, 6, 3)) -> None:
+    def __init__(self, base_width: int = 64, encoder_layers: tuple[int, ...] = (3, 4, 6, 3), out_channels: int = 1) -> None:
         super().__init__()
+        if out_channels not in (1, 3):
+            raise ValueError(f"out_channels must be 1 (gray) or 3 (TSME), got {out_channels}")
+        self.out_channels = out_channels
         w = base_width
         c1, c2, c3, c4 = stage_channels(w)  # 4w, 8w, 16w, 32w
         self.stem = Stem(w)
@@ -82,7 +96,7 @@ class DSGANGenerator(nn.Module):
         self.up3 = _upsample(c1, c1)  # -> H/4
         self.deconv4 = _decoder_block(c1, 2 * w)  # 4w -> 2w
         self.up4 = _upsample(2 * w, w)  # -> H/2
-        self.deconv5 = nn.ConvTranspose2d(w, 3, 4, 2, 1, bias=False)  # -> (3, H, W)
+        self.deconv5 = nn.ConvTranspose2d(w, out_channels, 4, 2, 1, bias=False)  # -> (out_channels, H, W)
         init_weights_normal_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +111,8 @@ class DSGANGenerator(nn.Module):
         d = self.deconv3(self.up2(d) + x3)  # (B, 4w, H/8, W/8)
         d = self.deconv4(self.up3(d) + x2)  # (B, 2w, H/4, W/4)
         d = self.up4(d) + x1  # (B, w, H/2, W/2)
-        return torch.tanh(self.deconv5(d))  # (B, 3, H, W)
+        y = torch.tanh(self.deconv5(d))  # (B, out_channels, H, W)
+        return y.expand(-1, 3, -1, -1).contiguous() if self.out_channels == 1 else y  # (B, 3, H, W)
 
     def load_imagenet_encoder(self, spec: str) -> int:
         """Load ImageNet ResNet-50 weights into the encoder (``spec``: path, "imagenet" or "none").
@@ -153,10 +168,10 @@ class DSGAN(nn.Module):
         d_ir: discriminator of infrared images; d_vis: of visible-gray images.
     """
 
-    def __init__(self, base_width: int, encoder_layers: tuple[int, ...], disc_widths: tuple[int, ...]) -> None:
+    def __init__(self, base_width: int, encoder_layers: tuple[int, ...], disc_widths: tuple[int, ...], out_channels: int = 1) -> None:
         super().__init__()
-        self.g_vis2ir = DSGANGenerator(base_width, encoder_layers)
-        self.g_ir2vis = DSGANGenerator(base_width, encoder_layers)
+        self.g_vis2ir = DSGANGenerator(base_width, encoder_layers, out_channels)
+        self.g_ir2vis = DSGANGenerator(base_width, encoder_layers, out_channels)
         self.d_ir = PatchDiscriminator(disc_widths)
         self.d_vis = PatchDiscriminator(disc_widths)
 
@@ -169,7 +184,7 @@ class DSGAN(nn.Module):
 
 def build_dsgan(gan_cfg) -> DSGAN:
     """A :class:`DSGAN` from a :class:`common.config.GanConfig`, ImageNet encoders loaded if asked."""
-    model = DSGAN(gan_cfg.base_width, tuple(gan_cfg.encoder_layers), tuple(gan_cfg.disc_widths))
+    model = DSGAN(gan_cfg.base_width, tuple(gan_cfg.encoder_layers), tuple(gan_cfg.disc_widths), gan_cfg.out_channels)
     for generator in model.generators():
         generator.load_imagenet_encoder(gan_cfg.pretrained)
     return model

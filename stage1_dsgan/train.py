@@ -3,15 +3,19 @@
 One step (CycleGAN order, Zhu et al. 2017; PyTorch-GAN cyclegan.py):
 
 1. draw ``batch_size`` visible and ``batch_size`` infrared training images independently
-   (unpaired), flip each horizontally with p = 0.5, convert to BT.601 grayscale in [-1, 1];
+   (unpaired); augment as PyTorch-GAN's CycleGAN (resize by ``crop_scale`` and random-crop
+   back, ``crop_scale = 1`` skips it; horizontal flip p = 0.5); convert to BT.601
+   grayscale in [-1, 1];
 2. generator step with the discriminators frozen: adversarial + 10 x cycle + 5 x identity;
 3. discriminator step on real images and on fakes drawn from a 50-image history pool.
 
 Adam (2e-4, betas 0.5/0.999) for both generators together and both discriminators
 together; learning rate constant until ``decay_start_epoch`` then linearly to 0 at
-``epochs``. A checkpoint ``last.pt`` is written atomically after every epoch and every
-epoch is seeded from (seed, epoch), so a killed run resumes to the same weights. The
-final generators go to ``gan.pt``.
+``epochs``. After every epoch the generators are scored on held-out images
+(:mod:`stage1_dsgan.select`: classifier two-sample test, or PSNR on aligned pairs), and
+``gan.pt`` keeps the best epoch's generators (``gan.select_by``; "last" keeps the last).
+A checkpoint ``last.pt`` is written atomically after every epoch and every epoch is seeded
+from (seed, epoch), so a killed run resumes to the same weights.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from common.runtime import autocast, epoch_seed, seed_everything
 from stage1_dsgan.image_pool import ImagePool
 from stage1_dsgan.losses import discriminator_loss, generator_loss
 from stage1_dsgan.networks import DSGAN, build_dsgan
+from stage1_dsgan.realism import MIN_IMAGES
+from stage1_dsgan.select import SelectionSet, held_out_indices, score_generators
 
 FINAL_NAME = "gan.pt"
 LAST_NAME = "last.pt"
@@ -49,6 +55,22 @@ def gan_stage_key(cfg: Config, data_fingerprint: str) -> str:
 def _flip_random(x: torch.Tensor) -> torch.Tensor:
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def _resize_crop(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """PyTorch-GAN's Resize(scale * size) + RandomCrop(size) on a batch: each image gets its own
+    crop offset; (B, 3, H, W) float -> (B, 3, H, W). ``scale == 1`` returns ``x``."""
+    if scale <= 1.0:
+        return x
+    h, w = x.shape[-2:]
+    big = torch.nn.functional.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bicubic", align_corners=False)
+    big = big.clamp(0.0, 1.0)  # (B, 3, H', W') in [0, 1]
+    dy = torch.randint(0, big.shape[-2] - h + 1, (x.shape[0],), device=x.device)
+    dx = torch.randint(0, big.shape[-1] - w + 1, (x.shape[0],), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (B, H)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (B, W)
+    b = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    return big.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def _lr_lambda(epochs: int, decay_start: int):
@@ -73,6 +95,7 @@ def train_gan(
     device: torch.device,
     *,
     dataset: str,
+    held_out_pairs: ArraySplit | None = None,
 ) -> Path:
     """Train the DSGAN on a training split, resuming or skipping as the run dir allows.
 
@@ -82,13 +105,16 @@ def train_gan(
         out_dir: the stage folder (``<run>/gan``); receives ``last.pt``, ``gan.pt``, logs.
         device: training device.
         dataset: dataset name recorded in the checkpoint.
+        held_out_pairs: aligned held-out pairs (an aligned folder's test split: pair i =
+            visible row, infrared row, in order) to choose the epoch on; without them a
+            seeded subset of ``train`` is held out of training for it.
 
     Returns:
         Path of ``gan.pt``.
 
     Raises:
         UserError: a split without both modalities; an existing checkpoint in ``out_dir``
-            made with other settings or data.
+            made with other settings or data; ``select_by = "psnr"`` without aligned pairs.
     """
     g = cfg.gan
     out_dir = Path(out_dir)
@@ -105,6 +131,22 @@ def train_gan(
     ir_idx = np.flatnonzero(train.is_ir)
     if len(vis_idx) == 0 or len(ir_idx) == 0:
         raise UserError("the GAN needs visible and infrared training images; the training split lacks one modality")
+    selection = None
+    if g.select_by == "psnr" and held_out_pairs is None:
+        raise UserError("gan.select_by = 'psnr' needs aligned held-out pairs (--dataset pairs); use 'two-sample' for this dataset")
+    if g.select_by != "last":
+        if held_out_pairs is not None:
+            pairs_ir = held_out_pairs.is_ir
+            selection = SelectionSet(np.asarray(held_out_pairs.images[~pairs_ir]), np.asarray(held_out_pairs.images[pairs_ir]), True)
+        else:
+            held = held_out_indices(train.is_ir, g.select_images, g.seed)
+            keep = np.setdiff1d(np.arange(len(train.is_ir)), held)
+            vis_idx, ir_idx = keep[~train.is_ir[keep]], keep[train.is_ir[keep]]
+            selection = SelectionSet(np.asarray(train.images[held[~train.is_ir[held]]]), np.asarray(train.images[held[train.is_ir[held]]]), False)
+        if min(len(selection.vis), len(selection.ir)) < MIN_IMAGES:
+            info(f"stage 1 (DSGAN): too few images to hold out for choosing the epoch (fewer than {MIN_IMAGES} per modality); "
+                 "gan.pt keeps the last epoch")
+            selection, vis_idx, ir_idx = None, np.flatnonzero(~train.is_ir), np.flatnonzero(train.is_ir)
 
     seed_everything(g.seed)
     model = build_dsgan(g).to(device)
@@ -116,6 +158,8 @@ def train_gan(
     scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
     pool_ir, pool_vis = ImagePool(g.pool_size), ImagePool(g.pool_size)
     start_epoch = 0
+    best: dict = {"epoch": 0, "score": -float("inf")}  # the selected epoch's generators (CPU state dicts)
+    history: list[dict] = []
     if last.exists():
         state = load_checkpoint(last, "dsgan", map_location=device)
         if state.get("stage_key") != key:
@@ -129,6 +173,7 @@ def train_gan(
         pool_ir.load_state_dict(state["pool_ir"], device)
         pool_vis.load_state_dict(state["pool_vis"], device)
         start_epoch = state["epoch"]
+        best, history = state["best"], state["history"]
         info(f"stage 1 (DSGAN): resuming from {last} after epoch {start_epoch}")
 
     steps = g.steps_per_epoch or max(1, max(len(vis_idx), len(ir_idx)) // g.batch_size)
@@ -147,8 +192,8 @@ def train_gan(
                 global_step = epoch * steps + step
                 vis_u8 = torch.from_numpy(train.images[np.sort(rng.choice(vis_idx, g.batch_size))])
                 ir_u8 = torch.from_numpy(train.images[np.sort(rng.choice(ir_idx, g.batch_size))])
-                vis = to_gan_domain(_flip_random(to_float_images(vis_u8, device)))
-                ir = to_gan_domain(_flip_random(to_float_images(ir_u8, device)))
+                vis = to_gan_domain(_flip_random(_resize_crop(to_float_images(vis_u8, device), g.crop_scale)))
+                ir = to_gan_domain(_flip_random(_resize_crop(to_float_images(ir_u8, device), g.crop_scale)))
 
                 # generator step, discriminators frozen
                 for d in model.discriminators():
@@ -199,20 +244,25 @@ def train_gan(
 
             adv, cyc, idt, dir_, dvis = (sums / max(1, steps - guard.skipped_in_epoch)).tolist()
             elapsed = time.perf_counter() - t0
-            log.scalars(
-                (epoch + 1) * steps,
-                {"loss_g_adv": adv, "loss_cycle": cyc, "loss_identity": idt, "loss_d_ir": dir_, "loss_d_vis": dvis,
-                 "lr": opt_g.param_groups[0]["lr"], "images_per_s": 2 * g.batch_size * steps / elapsed,
-                 "nonfinite_steps": guard.skipped_in_epoch},
-                epoch=epoch + 1,
-            )
+            record = {"loss_g_adv": adv, "loss_cycle": cyc, "loss_identity": idt, "loss_d_ir": dir_, "loss_d_vis": dvis,
+                      "lr": opt_g.param_groups[0]["lr"], "images_per_s": 2 * g.batch_size * steps / elapsed,
+                      "nonfinite_steps": guard.skipped_in_epoch}
+            if selection is not None:  # score this epoch's generators on the held-out images
+                scores = score_generators(model.g_vis2ir, model.g_ir2vis, selection, g.select_by, device, seed=g.seed)
+                record.update({f"select_{k}": v for k, v in scores.items()})
+                history.append({"epoch": epoch + 1, **scores})
+                if scores["score"] > best["score"]:
+                    best = {"epoch": epoch + 1, "score": scores["score"],
+                            "g_vis2ir": {k: v.detach().cpu().clone() for k, v in model.g_vis2ir.state_dict().items()},
+                            "g_ir2vis": {k: v.detach().cpu().clone() for k, v in model.g_ir2vis.state_dict().items()}}
+            log.scalars((epoch + 1) * steps, record, epoch=epoch + 1)
             sched_g.step()
             sched_d.step()
             save_checkpoint(last, "dsgan", {
                 "stage_key": key, "epoch": epoch + 1, "config": config_section_dict(cfg),
                 "model": model.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(), "scaler": scaler.state_dict(),
-                "pool_ir": pool_ir.state_dict(), "pool_vis": pool_vis.state_dict(),
+                "pool_ir": pool_ir.state_dict(), "pool_vis": pool_vis.state_dict(), "best": best, "history": history,
             })
         model.eval()
         log.image_grid("final_vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, vis[:4], ir[:4]), g.epochs * steps)
@@ -224,10 +274,14 @@ def train_gan(
         "image_size": [cfg.data.height, cfg.data.width],
         "dataset": dataset,
         "data_fingerprint": train.fingerprint,
-        "g_vis2ir": model.g_vis2ir.state_dict(),
-        "g_ir2vis": model.g_ir2vis.state_dict(),
+        "g_vis2ir": best["g_vis2ir"] if "g_vis2ir" in best else model.g_vis2ir.state_dict(),
+        "g_ir2vis": best["g_ir2vis"] if "g_ir2vis" in best else model.g_ir2vis.state_dict(),
+        "selection": {"measure": g.select_by if "g_vis2ir" in best else "last", "epoch": best["epoch"] if "g_vis2ir" in best else g.epochs,
+                      "score": best["score"] if "g_vis2ir" in best else None, "history": history,
+                      "held_out": "aligned held-out pairs" if held_out_pairs is not None else f"{g.select_images} training images per modality, not trained on"},
         "d_ir": model.d_ir.state_dict(),
         "d_vis": model.d_vis.state_dict(),
     })
-    info(f"stage 1 (DSGAN): wrote {final}")
+    chosen = f"epoch {best['epoch']} of {g.epochs} by {g.select_by}" if "g_vis2ir" in best else f"the last epoch ({g.epochs})"
+    info(f"stage 1 (DSGAN): wrote {final} (generators of {chosen})")
     return final

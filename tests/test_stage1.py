@@ -24,7 +24,7 @@ def test_paper_generator_shapes_at_288x144(paper_generator):
     assert x1.shape == (1, 64, 144, 72)
     assert x5.shape == (1, 2048, 18, 9)  # ResNet-50 encoder, layer4 at stride 1
     assert d1.shape == (1, 1024, 18, 9)  # deconv1: 2048 -> 1024, added to layer3's output
-    assert g.up4[0].in_channels == 128 and g.up4[0].out_channels == 64 and g.deconv5.out_channels == 3
+    assert g.up4[0].in_channels == 128 and g.up4[0].out_channels == 64 and g.deconv5.out_channels == 1  # gray, replicated
     assert g.up2[0].bias is None and g.deconv5.bias is None
 
 
@@ -36,6 +36,19 @@ def test_paper_discriminator_shapes_and_widths():
     assert [c.out_channels for c in convs] == [128, 128, 256, 512, 1]
     norms = [m for m in d.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
     assert len(norms) == 3  # none on the first block
+
+
+def test_gray_output_has_three_equal_channels_and_tsme_layout_does_not():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 16) * 2 - 1
+    gray = DSGANGenerator(8, (1, 1, 1, 1)).eval()(x)
+    assert gray.shape == (2, 3, 32, 16) and torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    tsme = DSGANGenerator(8, (1, 1, 1, 1), out_channels=3).eval()
+    assert tsme.deconv5.out_channels == 3
+    y = tsme(x)
+    assert not torch.allclose(y[:, 0], y[:, 1])
+    with pytest.raises(ValueError, match="out_channels"):
+        DSGANGenerator(8, (1, 1, 1, 1), out_channels=2)
 
 
 def test_generator_output_is_tanh_bounded_even_when_the_last_layer_is_large():

@@ -1,0 +1,79 @@
+"""Stage 1 keeps the generators of the best epoch by a measure, records why, and writes
+gray partners (three equal channels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.config import load_config
+from pipelines.data import load_splits
+from pipelines.run_all import stage_generate_pairs, stage_train_gan
+from stage1_dsgan.select import SelectionSet, held_out_indices, score_generators
+from tests.conftest import TINY_OVERRIDES
+
+CPU = torch.device("cpu")
+
+
+def test_held_out_indices_are_seeded_and_leave_most_images_to_train():
+    is_ir = np.array([False] * 30 + [True] * 12)
+    a = held_out_indices(is_ir, 50, seed=0)
+    assert np.array_equal(a, held_out_indices(is_ir, 50, seed=0)) and not np.array_equal(a, held_out_indices(is_ir, 50, seed=1))
+    assert (~is_ir[a]).sum() == 10 and is_ir[a].sum() == 4  # at most a third of each modality
+    assert len(held_out_indices(is_ir, 3, seed=0)) == 6
+
+
+def test_score_generators_two_sample_and_psnr():
+    rng = np.random.default_rng(0)
+    vis = rng.integers(0, 256, size=(24, 32, 16, 3), dtype=np.uint8)
+    from common.images import to_grayscale_bt601
+
+    ir = to_grayscale_bt601(vis)  # what an identity "translation" of the gray visible image gives
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    aligned = SelectionSet(vis, ir, aligned=True)
+    psnr = score_generators(Identity(), Identity(), aligned, "psnr", CPU)
+    assert psnr["score"] == psnr["psnr"] > 40  # the gray image of vis is (almost) ir itself
+    two = score_generators(Identity(), Identity(), SelectionSet(vis, ir, aligned=False), "two-sample", CPU)
+    assert two["score"] == pytest.approx(-(two["two_sample_vis2ir"] + two["two_sample_ir2vis"]) / 2)
+    with pytest.raises(ValueError, match="aligned pairs"):
+        score_generators(Identity(), Identity(), SelectionSet(vis, ir, aligned=False), "psnr", CPU)
+
+
+def test_gan_keeps_the_best_epoch_by_its_measure(sysu_tree, tmp_path):
+    cfg = load_config("demo", overrides={**TINY_OVERRIDES, "gan": {**TINY_OVERRIDES["gan"], "epochs": 3, "decay_start_epoch": 2}})
+    splits = load_splits(cfg, "sysu", sysu_tree, with_test=False)
+    gan = stage_train_gan(cfg, splits, tmp_path / "run", CPU)
+    state = load_checkpoint(gan, "dsgan")
+    sel = state["selection"]
+    assert sel["measure"] == "two-sample" and [h["epoch"] for h in sel["history"]] == [1, 2, 3]
+    best = max(sel["history"], key=lambda h: h["score"])
+    assert sel["epoch"] == best["epoch"] and sel["score"] == best["score"]
+    assert all(0.0 <= h["two_sample_vis2ir"] <= 1.0 for h in sel["history"])
+    last = load_checkpoint(tmp_path / "run" / "gan" / "last.pt", "dsgan")
+    for name, value in state["g_vis2ir"].items():  # gan.pt holds the chosen epoch's generator
+        assert torch.equal(value, last["best"]["g_vis2ir"][name])
+    # the partners of a gray generator have three equal channels
+    cache = stage_generate_pairs(gan, splits, tmp_path / "pairs", CPU)
+    partners = cache[np.arange(len(cache))]
+    assert (partners == partners[..., :1]).all()
+
+
+def test_aligned_folder_selects_by_psnr_on_its_held_out_pairs(tmp_path):
+    from tests.conftest import write_jpeg
+
+    rng = np.random.default_rng(0)
+    for i in range(60):  # 11 held out
+        vis = rng.integers(0, 256, size=(32, 16, 3))
+        write_jpeg(tmp_path / "pairs" / "visible" / f"{i:03d}.jpg", vis)
+        write_jpeg(tmp_path / "pairs" / "infrared" / f"{i:03d}.jpg", np.repeat(vis.mean(-1, keepdims=True), 3, -1))
+    cfg = load_config("demo", overrides={**TINY_OVERRIDES, "gan": {**TINY_OVERRIDES["gan"], "select_by": "psnr"}})
+    splits = load_splits(cfg, "pairs", tmp_path / "pairs", with_test=False)
+    state = load_checkpoint(stage_train_gan(cfg, splits, tmp_path / "run", CPU), "dsgan")
+    assert state["selection"]["measure"] == "psnr" and state["selection"]["held_out"] == "aligned held-out pairs"
+    assert all("psnr" in h for h in state["selection"]["history"])
