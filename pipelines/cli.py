@@ -484,28 +484,52 @@ def compare_cmd(
 @app.command("eval-gan")
 def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
-    data_root: Annotated[Path, typer.Option("--data-root", help="aligned folder with visible/ and infrared/")],
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="aligned folder with visible/ and infrared/, or the dataset's folder")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="pairs (aligned folder: L1/PSNR/SSIM + two-sample) | demo | sysu | regdb | llcm (two-sample on the training split)")] = "pairs",
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
-    split: Annotated[str, typer.Option("--split", help="held-out | all pairs to score")] = "held-out",
+    split: Annotated[str, typer.Option("--split", help="aligned folders: held-out | all pairs to score")] = "held-out",
+    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    cache_dir: CacheDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Translation quality on aligned pairs: L1, PSNR, SSIM of generated vs real infrared, and the grayscale baseline."""
+    """Translation quality: L1, PSNR, SSIM on aligned pairs and the two-sample realism score, model vs grayscale baseline."""
     _deterministic(deterministic)
     from common.runtime import resolve_device
-    from stage1_dsgan.evaluate import evaluate_gan
+    from stage1_dsgan.evaluate import evaluate_gan, evaluate_gan_on_split
 
     if split not in ("held-out", "all"):
         raise UserError(f"--split {split} is unknown; use held-out or all")
-    result = evaluate_gan(checkpoint, data_root, resolve_device(device), held_out_only=split == "held-out")
+    dev = resolve_device(device)
+    if dataset == "pairs":
+        if data_root is None:
+            raise UserError("--data-root is required: the aligned folder holding visible/ and infrared/")
+        result = evaluate_gan(checkpoint, data_root, dev, held_out_only=split == "held-out")
+        what = f"{result['pairs']} aligned pairs ({split})"
+    else:
+        from common.checkpoint import load_checkpoint
+        from common.config import config_from_dict
+        from pipelines.data import load_splits
+
+        state = load_checkpoint(checkpoint, "dsgan")
+        if "image_size" not in state:
+            raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
+        cfg = config_from_dict(state["config"])
+        splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]), trial=trial)
+        result = evaluate_gan_on_split(checkpoint, splits.train, dev)
+        what = f"{dataset} training split, {result['images']['vis']} visible / {result['images']['ir']} infrared held-out images"
     if as_json:
         _print(json.dumps(result))
         return
-    _print(f"{result['pairs']} aligned pairs ({split}) at {result['image_size'][0]}x{result['image_size'][1]}: visible -> infrared")
-    _print(f"{'':>28}{'L1 (0-1)':>10}{'PSNR dB':>10}{'SSIM':>8}")
+    _print(f"{what} at {result['image_size'][0]}x{result['image_size'][1]}")
+    cols = [("L1 (0-1)", "l1", 10, ".4f"), ("PSNR dB", "psnr", 10, ".2f"), ("SSIM", "ssim", 8, ".4f"),
+            ("2-sample v->i", "two_sample_vis2ir", 15, ".3f"), ("2-sample i->v", "two_sample_ir2vis", 15, ".3f")]
+    cols = [c for c in cols if c[1] in result["model"]]
+    _print(f"{'':>28}" + "".join(f"{name:>{w}}" for name, _, w, _ in cols))
     for name, key in (("DSGAN", "model"), ("grayscale visible (baseline)", "baseline")):
         r = result[key]
-        _print(f"{name:>28}{r['l1']:>10.4f}{r['psnr']:>10.2f}{r['ssim']:>8.4f}")
+        _print(f"{name:>28}" + "".join(f"{r[k]:>{w}{fmt}}" for _, k, w, fmt in cols))
+    _print("two-sample: held-out accuracy of a small classifier telling real from translated images (0.5 = indistinguishable)")
 
 
 @app.command("tensorboard")

@@ -77,3 +77,36 @@ def test_aligned_folder_selects_by_psnr_on_its_held_out_pairs(tmp_path):
     state = load_checkpoint(stage_train_gan(cfg, splits, tmp_path / "run", CPU), "dsgan")
     assert state["selection"]["measure"] == "psnr" and state["selection"]["held_out"] == "aligned held-out pairs"
     assert all("psnr" in h for h in state["selection"]["history"])
+
+
+@pytest.mark.e2e
+def test_eval_gan_reports_two_sample_next_to_l1_psnr_ssim(sysu_tree, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from tests.conftest import write_jpeg
+
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        vis = rng.integers(0, 256, size=(32, 16, 3))
+        write_jpeg(tmp_path / "pairs" / "visible" / f"{i:03d}.jpg", vis)
+        write_jpeg(tmp_path / "pairs" / "infrared" / f"{i:03d}.jpg", 255 - np.repeat(vis.mean(-1, keepdims=True), 3, -1))
+    cfg = load_config("demo", overrides=TINY_OVERRIDES)
+    gan = stage_train_gan(cfg, load_splits(cfg, "pairs", tmp_path / "pairs", with_test=False), tmp_path / "run", CPU)
+    res = CliRunner().invoke(app, ["eval-gan", "--checkpoint", str(gan), "--data-root", str(tmp_path / "pairs"), "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["pairs"] == 11 and set(out["model"]) == {"l1", "psnr", "ssim", "two_sample_vis2ir", "two_sample_ir2vis"}
+    # the baseline "translation" of an infrared image is the image itself: indistinguishable from real infrared
+    assert out["baseline"]["two_sample_ir2vis"] >= 0.0 and 0.0 <= out["model"]["two_sample_vis2ir"] <= 1.0
+    text = CliRunner().invoke(app, ["eval-gan", "--checkpoint", str(gan), "--data-root", str(tmp_path / "pairs"), "--device", "cpu"]).stdout
+    assert "2-sample v->i" in text and "PSNR dB" in text
+    # on a re-ID dataset's training split: the two-sample test alone
+    sysu_gan = stage_train_gan(cfg, load_splits(cfg, "sysu", sysu_tree, with_test=False), tmp_path / "sysu", CPU)
+    res = CliRunner().invoke(app, ["eval-gan", "--checkpoint", str(sysu_gan), "--dataset", "sysu", "--data-root", str(sysu_tree),
+                                   "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(out["model"]) == {"two_sample_vis2ir", "two_sample_ir2vis"} and out["images"] == {"vis": 21, "ir": 10}
