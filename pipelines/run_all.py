@@ -108,13 +108,7 @@ def stage_train_gan(cfg: Config, splits: Splits, run_dir: Path, device: torch.de
         UserError: the paper profile without a choice of ImageNet weights.
     """
     require_pretrained_choice(cfg, gan=True, fusion=False)
-    held_out_pairs = None
-    if splits.index.name == "pairs":  # an aligned folder: its held-out pairs choose the epoch
-        from common.array_cache import load_split
-
-        held_out_pairs = splits.test if splits.test is not None else load_split(
-            splits.index.test, (cfg.data.height, cfg.data.width), tag="pairs-test", threads=cfg.data.decode_threads)
-    return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name, held_out_pairs=held_out_pairs)
+    return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name, aligned=splits.index.name == "pairs")
 
 
 def stage_generate_pairs(gan_path: Path, splits: Splits, out: Path, device: torch.device, *, shard_size: int = 1024) -> PairCache:

@@ -16,7 +16,8 @@ of every epoch the generators translate a fixed held-out set and are scored:
 ``gan.pt`` keeps the generators of the best-scoring epoch and records every epoch's score.
 For re-ID datasets the held-out images are a seeded subset of the training split
 (``gan.select_images`` per modality) that the GAN does not train on; for an aligned folder
-they are its held-out pairs.
+they are whole training pairs held out of GAN training (its evaluation pairs, scored by
+``eval-gan``, are never used to choose).
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ def held_out_indices(is_ir: np.ndarray, per_modality: int, seed: int) -> np.ndar
         k = min(per_modality, len(idx) // 3)
         picked.append(rng.choice(idx, k, replace=False) if k else idx[:0])
     return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def held_out_pairs(pids: np.ndarray, is_ir: np.ndarray, per_modality: int, seed: int) -> np.ndarray:
+    """A seeded subset of whole aligned pairs (an aligned folder's training split, pair = pid):
+    at most ``per_modality`` pairs and a sixth of them; int64 indices sorted, visible and
+    infrared rows of each pair in pid order (so ``vis[i]`` and ``ir[i]`` stay aligned)."""
+    pair_ids = np.unique(pids)
+    k = min(per_modality, len(pair_ids) // 6)
+    chosen = np.random.default_rng([seed, 11]).choice(pair_ids, k, replace=False) if k else pair_ids[:0]
+    return np.flatnonzero(np.isin(pids, chosen)).astype(np.int64)
 
 
 def _translate(generator: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 64) -> np.ndarray:

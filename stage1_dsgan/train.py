@@ -40,7 +40,7 @@ from stage1_dsgan.image_pool import ImagePool
 from stage1_dsgan.losses import discriminator_loss, generator_loss
 from stage1_dsgan.networks import DSGAN, build_dsgan
 from stage1_dsgan.realism import MIN_IMAGES
-from stage1_dsgan.select import SelectionSet, held_out_indices, score_generators
+from stage1_dsgan.select import SelectionSet, held_out_indices, held_out_pairs, score_generators
 
 FINAL_NAME = "gan.pt"
 LAST_NAME = "last.pt"
@@ -95,7 +95,7 @@ def train_gan(
     device: torch.device,
     *,
     dataset: str,
-    held_out_pairs: ArraySplit | None = None,
+    aligned: bool = False,
 ) -> Path:
     """Train the DSGAN on a training split, resuming or skipping as the run dir allows.
 
@@ -105,9 +105,9 @@ def train_gan(
         out_dir: the stage folder (``<run>/gan``); receives ``last.pt``, ``gan.pt``, logs.
         device: training device.
         dataset: dataset name recorded in the checkpoint.
-        held_out_pairs: aligned held-out pairs (an aligned folder's test split: pair i =
-            visible row, infrared row, in order) to choose the epoch on; without them a
-            seeded subset of ``train`` is held out of training for it.
+        aligned: ``train`` is an aligned folder's training split (pair i = the visible and
+            the infrared row of pid i): the epoch is then chosen on whole pairs held out of
+            training (PSNR possible), never on the folder's evaluation pairs.
 
     Returns:
         Path of ``gan.pt``.
@@ -132,17 +132,14 @@ def train_gan(
     if len(vis_idx) == 0 or len(ir_idx) == 0:
         raise UserError("the GAN needs visible and infrared training images; the training split lacks one modality")
     selection = None
-    if g.select_by == "psnr" and held_out_pairs is None:
-        raise UserError("gan.select_by = 'psnr' needs aligned held-out pairs (--dataset pairs); use 'two-sample' for this dataset")
+    if g.select_by == "psnr" and not aligned:
+        raise UserError("gan.select_by = 'psnr' needs aligned pairs (--dataset pairs); use 'two-sample' for this dataset")
     if g.select_by != "last":
-        if held_out_pairs is not None:
-            pairs_ir = held_out_pairs.is_ir
-            selection = SelectionSet(np.asarray(held_out_pairs.images[~pairs_ir]), np.asarray(held_out_pairs.images[pairs_ir]), True)
-        else:
-            held = held_out_indices(train.is_ir, g.select_images, g.seed)
-            keep = np.setdiff1d(np.arange(len(train.is_ir)), held)
-            vis_idx, ir_idx = keep[~train.is_ir[keep]], keep[train.is_ir[keep]]
-            selection = SelectionSet(np.asarray(train.images[held[~train.is_ir[held]]]), np.asarray(train.images[held[train.is_ir[held]]]), False)
+        held = held_out_pairs(train.pids, train.is_ir, g.select_images, g.seed) if aligned else \
+            held_out_indices(train.is_ir, g.select_images, g.seed)
+        keep = np.setdiff1d(np.arange(len(train.is_ir)), held)
+        vis_idx, ir_idx = keep[~train.is_ir[keep]], keep[train.is_ir[keep]]
+        selection = SelectionSet(np.asarray(train.images[held[~train.is_ir[held]]]), np.asarray(train.images[held[train.is_ir[held]]]), aligned)
         if min(len(selection.vis), len(selection.ir)) < MIN_IMAGES:
             info(f"stage 1 (DSGAN): too few images to hold out for choosing the epoch (fewer than {MIN_IMAGES} per modality); "
                  "gan.pt keeps the last epoch")
@@ -278,7 +275,8 @@ def train_gan(
         "g_ir2vis": best["g_ir2vis"] if "g_ir2vis" in best else model.g_ir2vis.state_dict(),
         "selection": {"measure": g.select_by if "g_vis2ir" in best else "last", "epoch": best["epoch"] if "g_vis2ir" in best else g.epochs,
                       "score": best["score"] if "g_vis2ir" in best else None, "history": history,
-                      "held_out": "aligned held-out pairs" if held_out_pairs is not None else f"{g.select_images} training images per modality, not trained on"},
+                      "held_out": f"up to {g.select_images} {'aligned training pairs' if aligned else 'training images per modality'}, "
+                                  "not trained on"},
         "d_ir": model.d_ir.state_dict(),
         "d_vis": model.d_vis.state_dict(),
     })
