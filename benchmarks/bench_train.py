@@ -18,8 +18,14 @@ Timing: ``--warmup`` steps, then ``--steps`` timed steps (the device synchronise
 and after); images/s counts the real images of a step (2 * P * K). The last line is
 ``train speedup: N.Nx`` (ours / reference).
 
+``--method tsme`` compares instead the two ways stage 2 gets its generated partners, same
+TSME model, same batches: from the pair cache (read by the workers beside the images) and
+on the fly (TSME's own way: the frozen generators translate every batch inside the step).
+Its last line is ``pair cache vs on-the-fly: N.Nx``.
+
     python benchmarks/bench_train.py                 # CPU, demo profile, demo data
     python benchmarks/bench_train.py --device cuda --profile paper --workers 8
+    python benchmarks/bench_train.py --method tsme   # pair cache vs on-the-fly partners
 """
 
 from __future__ import annotations
@@ -100,6 +106,56 @@ def run_ours(cfg, method, split, sampler, device, args) -> float:
     return _timed_loop(loader, prepare, step_model, loss_fn, optimizer, recipe, device, args, amp=True)
 
 
+def run_tsme(cfg, split, sampler, device, args, tmp: Path) -> tuple[float, float]:
+    """TSME steps/s with partners from a pair cache and with on-the-fly translation."""
+    from common.checkpoint import save_checkpoint
+    from common.config import config_section_dict
+    from common.pair_cache import open_pair_cache
+    from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
+    from stage1_dsgan.networks import build_dsgan
+
+    torch.manual_seed(0)
+    gan = build_dsgan(cfg.gan)
+    gan_path = tmp / "gan.pt"
+    h, w = cfg.data.height, cfg.data.width
+    save_checkpoint(gan_path, "dsgan", {"gan": config_section_dict(cfg.gan), "image_size": [h, w],
+                                        "g_vis2ir": gan.g_vis2ir.state_dict(), "g_ir2vis": gan.g_ir2vis.state_dict()})
+    generate_pairs(gan_path, split, tmp / "pairs", device, dataset="demo", data_root=tmp)
+    cache = open_pair_cache(tmp / "pairs", dataset="demo", data_fingerprint=split.fingerprint, image_size=(h, w), count=len(split))
+    translate = make_translator(load_generators(gan_path, device), device, amp=cfg.gan.amp)
+    rates = []
+    for source in ("cache", "on-the-fly"):
+        model, loss_fn, optimizer, _, recipe = build_for_training(cfg, "tsme", sampler.num_classes, device)
+        model.train()
+        augment = ReidTrainAugment((h, w), recipe.pad, recipe.flip_p)
+        loader = torch.utils.data.DataLoader(EpochBatches(list(sampler.epoch(0)), split.images, cache if source == "cache" else None),
+                                             batch_size=None, num_workers=args.workers, pin_memory=device.type == "cuda")
+        it = iter(loader)
+        n_images, start = 0, None
+        for step in range(args.warmup + args.steps):
+            if step == args.warmup:
+                _sync(device)
+                start = time.perf_counter()
+            images_u8, partners_u8, labels, _ = next(it)
+            n = labels.shape[0] // 2
+            is_ir = torch.arange(2 * n) >= n
+            if source == "on-the-fly":
+                partners_u8 = translate(images_u8, is_ir)  # TSME: the frozen generators, every step
+            x, p = augment(to_float_images(images_u8, device), to_float_images(partners_u8, device))
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device, True):
+                outputs = model({"vis": x[:n], "ir": x[n:]}, {"vis": p[:n], "ir": p[n:]})
+            losses = loss_fn(outputs, labels, is_ir.to(device), recipe)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            if step >= args.warmup:
+                n_images += 2 * n
+        _sync(device)
+        rates.append(n_images / (time.perf_counter() - start))
+    return rates[0], rates[1]
+
+
 def _timed_loop(loader, prepare, model, loss_fn, optimizer, recipe, device, args, amp: bool) -> float:
     it = iter(loader)
     n_images = 0
@@ -132,7 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", default="demo", choices=["demo", "paper"])
-    parser.add_argument("--method", default="agw", choices=["agw"], help="the reference loop has no generated partners")
+    parser.add_argument("--method", default="agw", choices=["agw", "tsme"],
+                        help="agw: ours vs the PIL + torchvision reference; tsme: pair cache vs on-the-fly partners")
     parser.add_argument("--data-root", type=Path, default=None, help="demo dataset folder (generated into a temp dir if absent)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -154,6 +211,12 @@ def main() -> None:
     print(f"device: {name}; profile {args.profile}; {args.method} at {cfg.data.height}x{cfg.data.width}, "
           f"batch {recipe.ids_per_batch} ids x {recipe.images_per_id} x 2 modalities; {args.steps} timed steps after "
           f"{args.warmup} warm-up; {args.workers} workers")
+    if args.method == "tsme":
+        cached, on_the_fly = run_tsme(cfg, split, sampler, device, args, Path(tmp.name))
+        print(f"TSME with partners from the pair cache: {cached:8.1f} images/s")
+        print(f"TSME translating partners on the fly (TSME's way): {on_the_fly:8.1f} images/s")
+        print(f"pair cache vs on-the-fly: {cached / on_the_fly:.2f}x")
+        return
     reference = run_reference(cfg, args.method, split, sampler, device, args)
     print(f"reference (PIL + torchvision in workers, fp32): {reference:8.1f} images/s")
     ours = run_ours(cfg, args.method, split, sampler, device, args)
