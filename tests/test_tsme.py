@@ -131,3 +131,28 @@ def test_ablations_without_gate_and_without_iai_heads():
         out = noiai(*_inputs())
     assert out["embeddings"].shape == (6, 4, 16)  # the 6 fused heads only
     assert not hasattr(noiai, "real_heads") and noiai.head_modules() == [noiai.fused_heads]
+
+
+def test_stripe_head_by_hand_and_its_initialisation():
+    from stage2_fusion.fusion import StripeHead
+
+    head = StripeHead(2, 2, 2).eval()
+    with torch.no_grad():
+        head.feature[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]])); head.feature[0].bias.zero_()
+        bn = head.feature[1]
+        bn.weight.fill_(1.0); bn.bias.zero_(); bn.running_mean.zero_(); bn.running_var.fill_(1.0)
+        head.classifier[-1].weight.copy_(torch.eye(2)); head.classifier[-1].bias.zero_()
+    # x = (3, 2): FeatureBlock -> (3, -2) / sqrt(1 + 1e-5); ClassBlock: LeakyReLU(0.1) -> (3, -0.2) / s; identity Linear
+    s = (1 + 1e-5) ** 0.5
+    emb, logits = head(torch.tensor([[3.0, 2.0]]))
+    assert torch.allclose(emb, torch.tensor([[3.0, -2.0]]) / s, atol=1e-6)
+    assert torch.allclose(logits, torch.tensor([[3.0, -0.2]]) / s, atol=1e-6)  # the embedding is taken before the LeakyReLU
+    assert len(head.classifier) == 2  # no dropout by default (TSME --drop 0.0)
+    assert isinstance(StripeHead(2, 2, 2, dropout=0.5).classifier[1], torch.nn.Dropout)
+    # TSME's init: Kaiming fan_out linear (std sqrt(2 / 512)), BN weight N(1, 0.01), classifier N(0, 0.001), zero biases
+    torch.manual_seed(0)
+    big = StripeHead(1024, 512, 1000)
+    assert big.feature[0].weight.std().item() == pytest.approx((2 / 512) ** 0.5, rel=0.05)
+    assert big.feature[1].weight.mean().item() == pytest.approx(1.0, abs=0.003) and big.feature[1].weight.std().item() == pytest.approx(0.01, rel=0.2)
+    assert big.classifier[-1].weight.std().item() == pytest.approx(0.001, rel=0.05)
+    assert not big.feature[0].bias.any() and not big.feature[1].bias.any() and not big.classifier[-1].bias.any()
