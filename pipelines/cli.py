@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="GAN-augmented visible-infrared person re-identification: DSGAN pairs -> AGW/TSME fusion -> SYSU-MM01 protocol.",
+    help="GAN-augmented visible-infrared person re-identification: DSGAN pairs -> fusion re-ID (agw, tsme, mso, mscmnet, glmn) -> the dataset protocols.",
 )
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
