@@ -25,7 +25,7 @@ class RankRow:
     """One query and its ranked gallery.
 
     Attributes:
-        query: uint8 (H, W, 3) image; query_text: caption (e.g. "q pid 12 cam 3 AP 0.05").
+        query: uint8 (H, W, 3) image; query_text: caption (e.g. "q pid 12 cam 3\nAP 0.05"; "\n" starts a second line).
         gallery: uint8 (k, H, W, 3) top-k gallery images in rank order.
         correct: bool (k,) same identity as the query.
         captions: k captions (e.g. "pid 7 d 0.81").
@@ -70,7 +70,7 @@ def render_rank_grid(rows: list[RankRow], *, thumb_height: int = 128, border: in
         draw.rectangle([x, y, x + tw + 2 * border - 1, y + thumb_height + 2 * border - 1], fill=colour)
         thumb = Image.fromarray(np.ascontiguousarray(img)).resize((tw, thumb_height), Image.Resampling.NEAREST)
         canvas.paste(thumb, (x + border, y + border))
-        draw.text((x, y + thumb_height + 2 * border + 2), caption, fill=BLACK, font=font)
+        draw.multiline_text((x, y + thumb_height + 2 * border + 2), caption, fill=BLACK, font=font, spacing=2)
 
     for r, row in enumerate(rows):
         y = top + r * cell_h

@@ -76,7 +76,7 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
         correct = g_pids[top] == q_pids[qi]
         q_index, g_index = int(trial.query[qi]), trial.gallery[top]
         rows.append(RankRow(
-            query=np.asarray(test.images[q_index]), query_text=f"q pid {q_pids[qi]} cam {test.cams[q_index]} AP {ap[qi]:.2f}",
+            query=np.asarray(test.images[q_index]), query_text=f"q pid {q_pids[qi]} cam {test.cams[q_index]}\nAP {ap[qi]:.3f}",
             gallery=np.asarray(test.images[np.sort(g_index)])[np.argsort(np.argsort(g_index))],
             correct=correct, captions=[f"pid {p} d {d:.2f}" for p, d in zip(g_pids[top], masked[qi, top])],
         ))
