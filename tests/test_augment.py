@@ -162,3 +162,18 @@ def test_uint8_and_gan_domain_conversions_are_exact():
     assert from_gan_domain(y)[0, ..., 0].flatten().tolist() == [0, 64, 128, 255, 255, 0]  # 63.75 -> 64, 127.5 -> 128
     with pytest.raises(ValueError):
         to_float_images(torch.zeros(2, 4, 4, 1, dtype=torch.uint8), torch.device("cpu"))
+
+
+def test_random_gray_mix_is_the_min_max_rescaled_projection_w_dot_rgb():
+    from common.augment import random_gray_mix
+
+    images = torch.rand(3, 3, 4, 2, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(11)
+    out = random_gray_mix(images, torch.ones(3, dtype=torch.bool), p=1.0)
+    torch.manual_seed(11)  # the same draws: apply (B,), then w (B, 3, 1, 1) uniform in [-1, 1]
+    torch.rand(3)
+    w = torch.rand(3, 3, 1, 1) * 2 - 1
+    for b in range(3):
+        g = (w[b, 0] * images[b, 0] + w[b, 1] * images[b, 1] + w[b, 2] * images[b, 2])  # g = w . (R, G, B)
+        g = (g - g.min()) / (g.max() - g.min())
+        assert torch.allclose(out[b, 0], g, atol=1e-6) and torch.allclose(out[b, 2], g, atol=1e-6)

@@ -535,3 +535,18 @@ def test_augment_erases_each_view_with_probability_half():
     allowed = torch.cat([background.flatten(), torch.tensor(CAJ_ERASE_VALUE)])
     assert torch.isclose(out["vis_ca"].flatten().unsqueeze(1), allowed).any(dim=1).all()
     assert torch.isclose(out["vis_ca"].flatten().unsqueeze(1), torch.tensor(CAJ_ERASE_VALUE)).any()
+
+
+def test_the_registered_glmn_loss_takes_its_weight_and_margin_from_the_recipe():
+    from stage2_fusion.methods import METHODS
+
+    torch.manual_seed(0)
+    net = GLMNNet(_cfg(), num_classes=3).train()
+    labels, is_ir = torch.tensor([0, 1, 0, 1]), torch.tensor([False, False, True, True])
+    out = net(_inputs())
+    recipe = RecipeConfig(local_weight=0.25, triplet_margin=5.0)
+    got = METHODS["glmn"][1](out, labels, is_ir, recipe)["total"]
+    want = glmn_loss(out, labels, is_ir, recipe, local_weight=0.25, local_margin=5.0)["total"]
+    default = glmn_loss(out, labels, is_ir, recipe)["total"]  # weight 0.5, margin 0.3
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
+    assert abs(got.item() - default.item()) > 1e-3

@@ -286,6 +286,7 @@ def test_summarize_percent_mean_and_population_std():
     assert summary["rank1"] == {"mean": pytest.approx(60.0), "std": pytest.approx(10.0)}
     assert summary["rank5"]["mean"] == pytest.approx(60.0)
     assert summary["rank10"] == {"mean": pytest.approx(95.0), "std": pytest.approx(5.0)}
+    assert summary["rank20"] == {"mean": pytest.approx(95.0), "std": pytest.approx(5.0)}  # 90 % and 100 %
     assert summary["mean_ap"] == {"mean": pytest.approx(50.0), "std": pytest.approx(10.0)}
     assert summary["minp"] == {"mean": pytest.approx(25.0), "std": pytest.approx(5.0)}
     assert summary["trials"][1] == {

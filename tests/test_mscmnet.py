@@ -531,3 +531,20 @@ def test_brightness_and_grayscale_by_hand():
     red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(4, -1, -1, -1)
     assert torch.allclose(random_grayscale(red, 1.0), torch.full((4, 3, 1, 1), 0.299))  # PIL "L" weights
     assert torch.equal(random_grayscale(red, 0.0), red)
+
+
+def test_the_registered_mscmnet_loss_takes_its_margin_and_weight_from_the_recipe(tiny_cfg):
+    from stage2_fusion.methods import METHODS
+
+    torch.manual_seed(0)
+    model = MSCMNet(tiny_cfg, num_classes=4).train()
+    x = {s: torch.randn(4, 3, 32, 16) for s in STREAMS}
+    labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    is_ir = torch.arange(8) >= 4
+    out = model(x)
+    recipe = RecipeConfig(triplet_margin=10.0, qct_weight=0.5)
+    got = METHODS["mscmnet"][1](out, labels, is_ir, recipe)["total"]
+    want = mscmnet_loss(out, labels, is_ir, recipe, margin=10.0, qct_weight=0.5)["total"]
+    default = mscmnet_loss(out, labels, is_ir, recipe)["total"]  # margin 0.7, weight 1
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
+    assert abs(got.item() - default.item()) > 1e-3

@@ -282,14 +282,15 @@ def test_official_gallery_hand_worked(tmp_path, mode, shots):
     assert numbers[trials[0].gallery[0]] == 7 and cams[trials[0].gallery[0]] == 1
 
 
-def test_official_protocol_through_the_dispatcher(tmp_path):
+@pytest.mark.parametrize("mode", ["all", "indoor"])
+def test_official_protocol_through_the_dispatcher(tmp_path, mode):
     perm = write_perm_file(tmp_path / "rand_perm_cam.mat")
     pids, cams, numbers = official_split()
     is_ir = np.isin(cams, (3, 6))
-    spec = ProtocolSpec("demo", shots=10, protocol="official", perm_file=str(perm), num_trials=2)
+    spec = ProtocolSpec("demo", mode=mode, shots=10, protocol="official", perm_file=str(perm), num_trials=2)
     trials = protocol_trials(spec, pids, cams, is_ir, numbers)
     assert [t.gallery.tolist() for t in trials] == [
-        OFFICIAL_EXPECTED[("all", 10, 0)], OFFICIAL_EXPECTED[("all", 10, 1)]
+        OFFICIAL_EXPECTED[(mode, 10, 0)], OFFICIAL_EXPECTED[(mode, 10, 1)]
     ]
     with pytest.raises(ValueError, match="file_numbers"):
         protocol_trials(spec, pids, cams, is_ir)

@@ -81,16 +81,16 @@ def test_generator_loss_by_hand():
     o = torch.ones(1, 1, 2, 2)
     losses = generator_loss(
         d_ir_on_fake_ir=torch.full((1, 1, 1, 1), 0.0),  # (0 - 1)^2 = 1
-        d_vis_on_fake_vis=torch.full((1, 1, 1, 1), 0.5),  # (0.5 - 1)^2 = 0.25
+        d_vis_on_fake_vis=torch.full((1, 1, 1, 1), 0.25),  # (0.25 - 1)^2 = 0.5625 (target 0 would give 0.0625)
         vis=z, ir=o,
         cycled_vis=z + 0.2, cycled_ir=o,  # L1 0.2 and 0
         identity_vis=z, identity_ir=o - 0.4,  # L1 0 and 0.4
         lambda_cycle=10.0, lambda_identity=5.0,
     )
-    assert losses["adv"].item() == pytest.approx((1 + 0.25) / 2)
+    assert losses["adv"].item() == pytest.approx((1 + 0.5625) / 2)
     assert losses["cycle"].item() == pytest.approx(0.1)
     assert losses["identity"].item() == pytest.approx(0.2)
-    assert losses["total"].item() == pytest.approx(0.625 + 10 * 0.1 + 5 * 0.2)
+    assert losses["total"].item() == pytest.approx(0.78125 + 10 * 0.1 + 5 * 0.2)
 
 
 def test_image_pool_fills_then_swaps_with_stored_images():

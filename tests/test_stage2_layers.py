@@ -135,3 +135,14 @@ def test_agw_pools_with_gem_p3_and_tests_the_post_bn_feature():
     assert torch.allclose(model.extract(x, feature="post"), torch.tensor([[0.0, 1.0]]), atol=1e-5)
     # pre-BN ("pool"): (1.650964, 2) / 2.593392
     assert torch.allclose(model.extract(x, feature="pre"), torch.tensor([[0.636604, 0.771191]]), atol=1e-5)
+
+
+def test_bnneck_initialisation_is_agws_weights_init_kaiming_and_classifier():
+    # AGW model.py: BatchNorm1d weight ~ N(1, 0.01), bias 0; classifier weight ~ N(0, 0.001)
+    torch.manual_seed(0)
+    neck = BNNeck(4096, 8)
+    w = neck.bn.weight.detach()
+    assert abs(w.mean().item() - 1.0) < 1e-3 and 0.008 < w.std().item() < 0.012
+    assert torch.count_nonzero(neck.bn.bias) == 0
+    c = neck.classifier.weight.detach()
+    assert abs(c.mean().item()) < 1e-4 and 0.0008 < c.std().item() < 0.0012

@@ -94,3 +94,51 @@ def test_tsme_loss_sums_heads_of_id_plus_half_hetero_centre_on_normalised_embedd
     assert "wrt" not in losses
     # accuracy of the first (fused) head: all-zero logits predict class 0 -> 2 of 4 right
     assert losses["acc"].item() == pytest.approx(0.5)
+
+
+def test_wrt_counts_ties_as_correct_and_stays_finite_at_large_distances():
+    # all features equal: furthest positive = closest negative = 0 for every anchor; AGW counts
+    # `closest_negative >= furthest_positive` as correct, so all 4 anchors count
+    loss, correct = wrt_loss(torch.zeros(4, 1), torch.tensor([0, 0, 1, 1]))
+    assert int(correct) == 4
+    assert loss.item() == pytest.approx(math.log(2.0), abs=1e-6)  # softplus(0)
+    # positives 60 apart: the softmax weights are shifted by the row maximum (AGW), so exp never
+    # overflows; anchor 0: fp ~ 60, cn ~ 1 -> loss ~ softplus(59) ~ 59 (averaged over anchors)
+    loss, _ = wrt_loss(torch.tensor([[0.0], [60.0], [1.0], [61.0]]), torch.tensor([0, 0, 1, 1]))
+    assert torch.isfinite(loss) and loss.item() > 50.0
+
+
+def test_agw_loss_adds_the_hetero_centre_term_on_the_l2_normalised_post_bn_feature():
+    import dataclasses
+
+    from common.config import load_config
+    from stage2_fusion.methods.agw import agw_loss
+
+    recipe = dataclasses.replace(load_config("paper").fusion.recipe("agw"), hc_weight=0.5)
+    # post-BN rows (2,0) vis / (0,3) ir of id 0 and (1,1) vis / (-1,1) ir of id 1; normalised:
+    # id 0 ||(1,0) - (0,1)||^2 = 2, id 1 ||(.7071,.7071) - (-.7071,.7071)||^2 = 2 -> HC 4
+    # (unnormalised it would be 13 + 4 = 17)
+    outputs = {"feat_pre_bn": torch.zeros(4, 1), "feat_post_bn": torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [-1.0, 1.0]]),
+               "logits": torch.zeros(4, 2)}
+    losses = agw_loss(outputs, torch.tensor([0, 0, 1, 1]), torch.tensor([False, True, False, True]), recipe)
+    assert losses["hc"].item() == pytest.approx(4.0, abs=1e-5)
+    assert losses["total"].item() == pytest.approx(losses["id"].item() + losses["wrt"].item() + 0.5 * 4.0, abs=1e-5)
+
+
+def test_tsme_loss_adds_the_edge_loss_and_wrt_when_the_recipe_asks_and_reports_head_one_accuracy():
+    import dataclasses
+
+    from common.config import load_config
+    from stage2_fusion.methods.tsme import tsme_loss
+
+    recipe = dataclasses.replace(load_config("paper").fusion.recipe("tsme"), hc_weight=0.0, wrt_weight=2.0, pef_weight=3.0)
+    labels = torch.tensor([0, 0, 0, 1])
+    logits = torch.zeros(1, 4, 2)  # every row predicts class 0: 3 of 4 right
+    outputs = {"embeddings": torch.ones(1, 4, 2), "logits": logits, "pef": torch.tensor(0.25),
+               "feat_pre_bn": torch.tensor([[0.0], [1.0], [3.0], [4.0]])}
+    losses = tsme_loss(outputs, labels, torch.tensor([False, True, False, True]), recipe)
+    wrt, _ = wrt_loss(outputs["feat_pre_bn"], labels)
+    assert losses["pef"].item() == pytest.approx(0.25)
+    assert losses["wrt"].item() == pytest.approx(wrt.item())
+    assert losses["total"].item() == pytest.approx(math.log(2.0) + 3.0 * 0.25 + 2.0 * wrt.item(), abs=1e-5)
+    assert losses["acc"].item() == pytest.approx(0.75)
