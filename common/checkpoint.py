@@ -27,7 +27,8 @@ from common.atomic import atomic_write
 from common.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = {"dsgan": "a stage-1 DSGAN checkpoint (pipeline train-gan)", "reid": "a stage-2 re-ID checkpoint (pipeline train-fusion)"}
+KINDS = {"dsgan": "a stage-1 DSGAN checkpoint (pipeline train-gan)", "reid": "a stage-2 re-ID checkpoint (pipeline train-fusion)",
+         "standin": "an unfinished ImageNet stand-in (pipeline pretrain)"}
 
 
 def save_checkpoint(path: Path, kind: str, payload: dict[str, Any]) -> None:

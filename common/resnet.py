@@ -5,7 +5,9 @@ with the stride on the 3x3 convolution (torchvision's "ResNet v1.5"). Parameter 
 match torchvision's ``resnet50`` (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so an
 ImageNet state dict loads directly when ``layers == (3, 4, 6, 3)`` and
 ``base_width == 64``. Smaller settings (the demo profile) keep the structure and scale
-every width by ``base_width / 64``.
+every width by ``base_width / 64``; the demo's ImageNet stand-in (:mod:`common.standin`) is
+a state dict of the same layout at those sizes and loads through the same functions
+(:func:`resolve_pretrained`, :func:`load_resnet_state`, :func:`load_into`).
 """
 
 from __future__ import annotations
@@ -144,6 +146,10 @@ def resolve_pretrained(spec: str) -> Path | None:
         raise UserError(pretrained_required_message("pretrained"))
     if spec in ("", "none"):
         return None
+    if spec == "demo-standin":  # common.standin.STANDIN
+        raise UserError("pretrained weights 'demo-standin' name the demo's ImageNet stand-in, which the pipeline commands build and "
+                        "resolve (run-all, train-gan, train-fusion, ablate, pretrain); building a model yourself, pass the file "
+                        "path that pipeline pretrain prints")
     how = (
         f"download {RESNET50_URL} (torchvision ResNet50_Weights.IMAGENET1K_V1) on a machine with internet, "
         "copy it here and pass its path, or use 'none' to train from scratch"
@@ -159,11 +165,13 @@ def resolve_pretrained(spec: str) -> Path | None:
     return path
 
 
-def load_resnet50_state(path: Path) -> dict[str, torch.Tensor]:
-    """Read a torchvision ResNet-50 state dict (``fc.*`` dropped).
+def load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
+    """Read a torchvision-layout ResNet state dict (``conv1``, ``bn1``, ``layer1``..``layer4``;
+    ``fc.*`` dropped): torchvision's ImageNet ResNet-50 file, or the demo's stand-in
+    (:mod:`common.standin`) at the demo's depth and width.
 
     Raises:
-        UserError: if the file is not a ResNet-50 state dict.
+        UserError: if the file cannot be read or is not a ResNet state dict.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -171,21 +179,31 @@ def load_resnet50_state(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"pretrained weights {path} cannot be read ({exc}); pass a torchvision ResNet-50 .pth file") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or "conv1.weight" not in state or "layer4.2.conv3.weight" not in state:
-        raise UserError(f"{path} is not a torchvision ResNet-50 state dict (no conv1/layer4.2 weights); pass resnet50-0676ba61.pth")
+    if not isinstance(state, dict) or "conv1.weight" not in state or not any(str(k).startswith("layer4.") for k in state):
+        raise UserError(f"{path} is not a torchvision ResNet state dict (no conv1 / layer4 weights); pass resnet50-0676ba61.pth "
+                        "or the demo's stand-in")
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def _fit_hint(what: str) -> str:
+    return (f"pretrained weights must have the {what}'s depth and width: torchvision's ImageNet ResNet-50 needs layers = [3, 4, 6, 3] "
+            "and base_width = 64 (the paper profile), the demo's stand-in is made at the demo's sizes (pipeline pretrain); "
+            "or pass none")
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], rename: dict[str, str], what: str) -> int:
     """Copy ``state`` into ``module`` after renaming key prefixes (``{"conv1.": "stem.conv1."}``).
 
-    Every renamed key must exist in ``module`` with the same shape.
+    Every renamed key must exist in ``module`` with the same shape, and every tensor of
+    ``module`` under a renamed prefix must be given (BatchNorm's ``num_batches_tracked``
+    aside): weights of another depth or width are refused, never loaded in part.
 
     Returns:
         The number of tensors copied.
 
     Raises:
-        UserError: on a shape mismatch (e.g. a demo-width model given ResNet-50 weights).
+        UserError: on a shape mismatch or a missing or extra tensor (e.g. a demo-width
+            model given ResNet-50 weights).
     """
     own = module.state_dict()
     loaded = {}
@@ -193,11 +211,15 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], rename: dict[st
         for src, dst in rename.items():
             if key.startswith(src):
                 new_key = dst + key[len(src):]
-                if new_key not in own or own[new_key].shape != value.shape:
-                    raise UserError(
-                        f"ImageNet ResNet-50 weights do not fit the {what} ({new_key}); pretrained weights need "
-                        "layers = [3, 4, 6, 3] and base_width = 64 (the paper profile) or 'none'"
-                    )
+                if new_key not in own:
+                    raise UserError(f"the weights do not fit the {what} ({key} has no place in it); {_fit_hint(what)}")
+                if own[new_key].shape != value.shape:
+                    raise UserError(f"the weights do not fit the {what} ({new_key}: {tuple(value.shape)} in the file, "
+                                    f"{tuple(own[new_key].shape)} here); {_fit_hint(what)}")
                 loaded[new_key] = value
+    missing = [k for k in own if any(k.startswith(dst) for dst in rename.values()) and k not in loaded
+               and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise UserError(f"the weights do not fit the {what} ({missing[0]} is not in the file); {_fit_hint(what)}")
     module.load_state_dict(loaded, strict=False)
     return len(loaded)

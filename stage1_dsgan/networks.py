@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.resnet import Bottleneck, Stem, load_into, load_resnet50_state, make_layers, resolve_pretrained, stage_channels
+from common.resnet import Bottleneck, Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 
 
 def init_weights_normal_(module: nn.Module) -> None:
@@ -127,7 +127,7 @@ class DSGANGenerator(nn.Module):
         if path is None:
             return 0
         rename = {"conv1.": "stem.conv1.", "bn1.": "stem.bn1.", **{f"layer{i}.": f"layer{i}." for i in range(1, 5)}}
-        return load_into(self, load_resnet50_state(path), rename, "DSGAN encoder")
+        return load_into(self, load_resnet_state(path), rename, "DSGAN encoder")
 
 
 class PatchDiscriminator(nn.Module):

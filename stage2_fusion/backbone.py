@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from common.resnet import Stem, init_resnet_, load_into, load_resnet50_state, make_layers, resolve_pretrained, stage_channels
+from common.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 from stage2_fusion.layers import NonLocalBlock
 
 StageHook = Callable[[torch.Tensor], torch.Tensor]
@@ -120,7 +120,7 @@ class AGWBackbone(nn.Module):
         path = resolve_pretrained(spec)
         if path is None:
             return 0
-        state = load_resnet50_state(path)
+        state = load_resnet_state(path)
         loaded = load_into(self, state, {f"layer{i}.": f"layer{i}." for i in range(1, 5)}, "re-ID backbone")
         for name in self.stems:
             loaded += load_into(self, state, {"conv1.": f"stems.{name}.conv1.", "bn1.": f"stems.{name}.bn1."}, "re-ID backbone")

@@ -20,7 +20,6 @@ features (PEF) losses (see their docstrings).
 
 from __future__ import annotations
 
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
+from common.vgg import VGG16_FILE, VGG16_URL, read_vgg16_state, vgg16_feature_layers
 
 
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
@@ -161,47 +161,8 @@ def cmcc_loss(features: torch.Tensor, labels: torch.Tensor, is_ir: torch.Tensor)
     return per_identity.sum() / complete.sum().clamp(min=1)
 
 
-VGG16_FILE = "vgg16-397923af.pth"
-VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
-# torchvision's VGG16 ``features`` (configuration "D"): 3x3 convolutions (padding 1) each
-# followed by an in-place ReLU, "M" = 2x2 max pooling; indices as torchvision numbers them.
-VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 # The slices of ``vgg16().features`` MSO chains (PEF.py: ``vgg_layer = [5, 7, 7, 7]`` from 5).
 PEF_STAGES = ((5, 10), (10, 17), (17, 24), (24, 31))
-
-
-def _vgg16_feature_layers(width_divisor: int) -> list[nn.Module]:
-    """torchvision's ``vgg16().features`` as a list (31 layers), widths divided by ``width_divisor``."""
-    layers: list[nn.Module] = []
-    in_ch = 3
-    for item in VGG16_LAYOUT:
-        if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            out_ch = item // width_divisor
-            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            in_ch = out_ch
-    return layers
-
-
-def _read_vgg16_state(path: Path) -> dict:
-    """torchvision's VGG16 state dict from a local file (never downloaded).
-
-    Raises:
-        UserError: the file is missing (naming where to get it) or not a readable state dict.
-    """
-    if not path.is_file():
-        raise UserError(
-            f"VGG16 weights {path} not found; download {VGG16_URL} (torchvision VGG16_Weights.IMAGENET1K_V1) "
-            "on a machine with internet, copy it here and pass its path, or pass none for a random VGG16"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise UserError(f"VGG16 weights {path} cannot be read ({type(exc).__name__}); pass torchvision's {VGG16_FILE}") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not a torchvision VGG16 state dict; pass {VGG16_FILE}")
-    return state
 
 
 class PerceptualEdgeLoss(nn.Module):
@@ -227,15 +188,16 @@ class PerceptualEdgeLoss(nn.Module):
     these layers have no batch-dependent statistics).
 
     Args:
-        vgg16_weights: local path to torchvision's ImageNet VGG16 state dict
-            ``vgg16-397923af.pth`` (from https://download.pytorch.org/models/vgg16-397923af.pth,
-            MSO: ``models.vgg16(pretrained=True)``); it is read once, never downloaded.
-            None (or "" / "none") leaves VGG16 randomly initialised as torchvision does
+        vgg16_weights: local path of a torchvision-layout VGG16 state dict: torchvision's
+            ImageNet ``vgg16-397923af.pth`` (from https://download.pytorch.org/models/vgg16-397923af.pth,
+            MSO: ``models.vgg16(pretrained=True)``) at the paper width, or the demo's ImageNet
+            stand-in at its width (:mod:`common.standin`); read once, never downloaded. None
+            (or "" / "none") leaves VGG16 randomly initialised as torchvision does
             (Kaiming-normal fan-out convolutions, zero bias): PEF then compares random VGG
             features, not MSO's setting.
         width_divisor: divides every VGG16 width (paper setting: 1, a 64-channel stem).
             The stem map must have 64 // width_divisor channels; a demo-width model with a
-            16-channel stem uses 4. Pretrained weights need 1.
+            32-channel stem uses 2. Weights must have the same widths.
         num_stages: how many of MSO's 4 stages to chain (paper: 4, which needs stem maps of
             at least 16 x 16; the demo's 24 x 12 stem maps allow 3).
 
@@ -245,8 +207,8 @@ class PerceptualEdgeLoss(nn.Module):
         h, w >= 16 (four 2x2 poolings) -> scalar float32 loss >= 0.
 
     Raises:
-        UserError: ``vgg16_weights`` missing, unreadable, not a VGG16 state dict, or given
-            with ``width_divisor`` != 1.
+        UserError: ``vgg16_weights`` missing, unreadable, not a VGG16 state dict, or of
+            other widths than ``width_divisor`` asks for.
         ValueError: ``width_divisor`` not a positive divisor of 64; (in forward) shapes
             other than the above.
     """
@@ -259,16 +221,12 @@ class PerceptualEdgeLoss(nn.Module):
             raise ValueError(f"width_divisor must be a positive divisor of 64, got {width_divisor!r}")
         self.in_channels = 64 // width_divisor
         state = None
+        if vgg16_weights in ("demo-standin", "required"):
+            raise UserError(f"fusion.vgg16 is '{vgg16_weights}': pass --vgg16 PATH or none (the pipeline commands resolve "
+                            "'demo-standin' to the stand-in's file)")
         if vgg16_weights not in (None, "", "none"):
-            if width_divisor != 1:
-                raise UserError(f"VGG16 weights {vgg16_weights} need width_divisor 1 (a 64-channel stem, the paper width); pass none for a narrower model")
-            state = _read_vgg16_state(Path(vgg16_weights))  # checked before anything is built
-        layers = _vgg16_feature_layers(width_divisor)
-        if state is None:
-            for layer in layers:
-                if isinstance(layer, nn.Conv2d):  # torchvision VGG.__init__ (init_weights=True)
-                    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(layer.bias)
+            state = read_vgg16_state(Path(vgg16_weights))  # checked before anything is built
+        layers = vgg16_feature_layers(width_divisor)  # torchvision VGG.__init__'s initialisation
         # keys stages.<s>.<torchvision index>.weight, e.g. stages.0.5.weight = features.5.weight
         self.stages = nn.ModuleList(nn.Sequential(OrderedDict((str(i), layers[i]) for i in range(a, b)))
                                     for a, b in PEF_STAGES[:num_stages])
@@ -286,8 +244,12 @@ class PerceptualEdgeLoss(nn.Module):
                     if dst not in own:  # ReLU / pooling: no parameters
                         continue
                     src = state.get(f"features.{i}.{kind}")
-                    if not isinstance(src, torch.Tensor) or src.shape != own[dst].shape:
-                        raise UserError(f"{path} is not a torchvision VGG16 state dict (features.{i}.{kind} missing or misshapen); pass {VGG16_FILE}")
+                    if not isinstance(src, torch.Tensor):
+                        raise UserError(f"{path} is not a torchvision VGG16 state dict (no features.{i}.{kind}); pass {VGG16_FILE}")
+                    if src.shape != own[dst].shape:
+                        raise UserError(f"VGG16 weights {path} do not fit PEF's VGG16 for a {self.in_channels}-channel stem "
+                                        f"(features.{i}.{kind}: {tuple(src.shape)} in the file, {tuple(own[dst].shape)} here); pass "
+                                        f"{VGG16_FILE} for a 64-channel stem, the demo's stand-in (pipeline pretrain) for the demo, or none")
                     loaded[dst] = src
         self.load_state_dict(loaded, strict=True)
 

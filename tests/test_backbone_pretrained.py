@@ -15,7 +15,7 @@ from common.errors import UserError
 from common.resnet import Stem, make_layers
 from stage2_fusion.backbone import AGWBackbone, PerModalityBackbone
 
-LAYERS = (1, 1, 1, 3)  # layer4.2 exists, as the loader checks for a ResNet-50 file
+LAYERS = (1, 1, 1, 3)
 WIDTH = 8
 
 
@@ -84,5 +84,10 @@ def test_none_loads_nothing_and_wrong_sizes_are_refused_in_one_line(weights, tmp
     with pytest.raises(UserError, match="not found"):
         net.load_imagenet(str(tmp_path / "missing.pth"))
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(UserError, match="not a torchvision ResNet-50"):
+    with pytest.raises(UserError, match="not a torchvision ResNet state dict"):
         net.load_imagenet(str(tmp_path / "other.pth"))
+    deeper = AGWBackbone(("vis", "ir"), (1, 2, 1, 3), WIDTH, 1, (0, 0, 0, 0), 1)  # layer2.1 has no weights in the file
+    before = {k: v.clone() for k, v in deeper.state_dict().items()}
+    with pytest.raises(UserError, match=r"do not fit the re-ID backbone \(layer2\.1\..* is not in the file\)"):
+        deeper.load_imagenet(str(path))
+    assert all(torch.equal(v, before[k]) for k, v in deeper.state_dict().items()), "nothing loaded in part"

@@ -152,6 +152,19 @@ def test_pef_loads_torchvision_vgg16_slices_5_to_30(tmp_path):
     assert sum(p.numel() for p in pef.parameters()) == sum(features[i].weight.numel() + features[i].bias.numel() for i in convs)
 
 
+def test_pef_loads_narrow_vgg16_weights_of_its_own_width(tmp_path):
+    """A torchvision-layout VGG16 at half width (the demo's stand-in) loads into a
+    width_divisor-2 PEF exactly as torchvision's file does into the paper width."""
+    torch.manual_seed(4)
+    features = make_layers([c // 2 if isinstance(c, int) else c for c in cfgs["D"]])
+    path = tmp_path / "vgg16-w32.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    pef = PerceptualEdgeLoss(str(path), width_divisor=2, num_stages=3)
+    assert pef.in_channels == 32
+    assert torch.equal(pef.stages[0].get_submodule("5").weight, features[5].weight)
+    assert torch.equal(pef.stages[2].get_submodule("21").bias, features[21].bias)
+
+
 def test_pef_chains_msos_four_slices_and_trains_vgg_through_both_branches():
     # Independent transcription of PEF.py with torchvision's make_layers at 1/8 width, its
     # weights copied in by torchvision index: both branches chained through features[5:10],
@@ -187,8 +200,10 @@ def test_pef_weight_errors(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot be read"):
         PerceptualEdgeLoss(str(garbage))
-    with pytest.raises(UserError, match="width_divisor"):
-        PerceptualEdgeLoss(str(wrong), width_divisor=2)
+    full = tmp_path / "vgg16-full.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, full)
+    with pytest.raises(UserError, match=r"do not fit PEF's VGG16 for a 32-channel stem .*features\.5\.weight: \(128, 64, 3, 3\) in the file, \(64, 32, 3, 3\)"):
+        PerceptualEdgeLoss(str(full), width_divisor=2)
     with pytest.raises(ValueError):
         PerceptualEdgeLoss(None, width_divisor=3)
     with pytest.raises(ValueError):

@@ -86,7 +86,7 @@ from torch import nn
 
 from common.augment import imagenet_normalize
 from common.errors import UserError
-from common.resnet import Stem, init_resnet_, load_into, load_resnet50_state, make_layers, resolve_pretrained, stage_channels
+from common.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock
 from stage2_fusion.losses import identity_loss, pairwise_euclidean
 
@@ -296,7 +296,7 @@ class GLMNNet(nn.Module):
         path = resolve_pretrained(spec)
         if path is None:
             return 0
-        state = load_resnet50_state(path)
+        state = load_resnet_state(path)
         loaded = load_into(self, state, {f"layer{i}.": f"layer{i}." for i in (2, 3, 4)}, "GLMN backbone")
         for m in self.specific:
             loaded += load_into(self, state, {"conv1.": f"specific.{m}.stem.conv1.", "bn1.": f"specific.{m}.stem.bn1.",
