@@ -11,7 +11,11 @@ from common.datasets import REID_DATASETS, DatasetIndex, load_dataset
 from common.errors import UserError
 from common.runlog import info
 
-DEFAULT_DEMO_ROOT = Path("data") / "demo"
+def default_demo_root() -> Path:
+    """``data/demo-v<generator version>``: a demo made by an older generator is never read as the default."""
+    from common.datasets.demo import GENERATOR_VERSION
+
+    return Path("data") / f"demo-v{GENERATOR_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -27,15 +31,22 @@ def ensure_demo(cfg: Config, root: Path | None) -> Path:
     """The demo dataset folder, generated (deterministically, from ``data.demo_seed``) if absent.
 
     An existing folder is read as it is (any demo, whatever its sizes and seed; the reader
-    checks the layout); a missing one is generated with the config's demo settings.
+    checks the layout; one made by an older generator is read with a note saying so); a
+    missing one is generated with the config's demo settings. The default folder is
+    :func:`default_demo_root`.
     """
-    from common.datasets.demo import make_demo
+    from common.datasets.demo import GENERATOR_VERSION, make_demo, read_demo_info
 
-    root = Path(root) if root is not None else DEFAULT_DEMO_ROOT
-    if root.exists() and (root / "demo_info.json").exists():
+    root = Path(root) if root is not None else default_demo_root()
+    made = read_demo_info(root) if root.exists() else None
+    if made is not None:
+        if made.get("generator_version") != GENERATOR_VERSION:
+            info(f"data: {root} holds a demo of generator version {made.get('generator_version')}, not {GENERATOR_VERSION} "
+                 "(near-infrared physics); read as it is: delete it or pass another --data-root for the current one")
         return root
-    params = dict(n_train=cfg.data.demo_train_ids, n_val=cfg.data.demo_val_ids, n_test=cfg.data.demo_test_ids)
-    info(f"data: generating the demo dataset into {root} (seed {cfg.data.demo_seed})")
+    params = dict(n_train=cfg.data.demo_train_ids, n_val=cfg.data.demo_val_ids, n_test=cfg.data.demo_test_ids,
+                  physics=cfg.data.demo_physics)
+    info(f"data: generating the demo dataset into {root} (seed {cfg.data.demo_seed}, {cfg.data.demo_physics} infrared)")
     return make_demo(root, cfg.data.demo_seed, **params)
 
 

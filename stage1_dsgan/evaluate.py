@@ -68,12 +68,30 @@ def evaluate_gan(checkpoint: Path, data_root: Path, device: torch.device, *, hel
     Raises:
         UserError: missing/invalid checkpoint or folder, no pairs to score.
     """
-    gens = load_generators(checkpoint, device)
     pairs = aligned_pairs(Path(data_root))
     if held_out_only:
         pairs = split_pairs(pairs)[1]
     if not pairs:
         raise UserError(f"{data_root} has no held-out pairs to score; use --split all")
+    return evaluate_gan_pairs(checkpoint, [(v, i) for _, v, i in pairs], device, batch_size=batch_size)
+
+
+@torch.no_grad()
+def evaluate_gan_pairs(checkpoint: Path, pairs: list[tuple[Path, Path]], device: torch.device, *, batch_size: int = 16) -> dict[str, Any]:
+    """Score a DSGAN on (visible image, pixel-aligned real infrared image) file pairs: an
+    aligned folder's, or the demo's visible images with their ``aligned_nir`` twins (same
+    scene rendered in near-infrared, :mod:`common.datasets.demo`).
+
+    Returns:
+        As :func:`evaluate_gan`.
+
+    Raises:
+        UserError: missing/invalid checkpoint, unreadable images, no pairs.
+    """
+    if not pairs:
+        raise UserError("no aligned pairs to score")
+    gens = load_generators(checkpoint, device)
+    pairs = [("", v, i) for v, i in pairs]
     size = tuple(gens.image_size)
     vis = np.stack([read_image(v, size) for _, v, _ in pairs])
     ir = np.stack([read_image(i, size) for _, _, i in pairs])

@@ -3,12 +3,15 @@ gray partners (three equal channels)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from common.checkpoint import load_checkpoint
 from common.config import load_config
+from common.errors import UserError
 from pipelines.data import load_splits
 from pipelines.run_all import stage_generate_pairs, stage_train_gan
 from stage1_dsgan.select import SelectionSet, held_out_indices, score_generators
@@ -46,7 +49,10 @@ def test_score_generators_two_sample_and_psnr():
 
 
 def test_gan_keeps_the_best_epoch_by_its_measure(sysu_tree, tmp_path):
-    cfg = load_config("demo", overrides={**TINY_OVERRIDES, "gan": {**TINY_OVERRIDES["gan"], "epochs": 3, "decay_start_epoch": 2}})
+    """Our options (two-sample epoch selection, one gray output channel), set explicitly: the
+    profiles keep PyTorch-GAN's last epoch and TSME's three channels."""
+    cfg = load_config("demo", overrides={**TINY_OVERRIDES, "gan": {**TINY_OVERRIDES["gan"], "epochs": 3, "decay_start_epoch": 2,
+                                                                    "select_by": "two-sample", "out_channels": 1}})
     splits = load_splits(cfg, "sysu", sysu_tree, with_test=False)
     gan = stage_train_gan(cfg, splits, tmp_path / "run", CPU)
     state = load_checkpoint(gan, "dsgan")
@@ -121,3 +127,37 @@ def test_held_out_pairs_keep_whole_pairs_aligned():
     assert len(held) == 2 * 5  # a sixth of 30 pairs
     vis, ir = held[~is_ir[held]], held[is_ir[held]]
     assert np.array_equal(pids[vis], pids[ir])  # vis[i] and ir[i] are the same pair
+
+
+def test_eval_gan_on_the_demo_scores_against_its_aligned_near_infrared_twins(tmp_path):
+    """eval-gan --dataset demo pairs each visible training image with its aligned_nir twin:
+    the JSON has the aligned folders' shape, one pair per visible training image, and the
+    baseline L1 is the grayscale visible image against the twin, recomputed here by hand."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from common.datasets.demo import make_demo
+    from pipelines.cli import app
+
+    root = make_demo(tmp_path / "demo", seed=0, n_train=3, n_val=1, n_test=1, image_size=(32, 16))
+    cfg = load_config("demo", overrides=TINY_OVERRIDES)
+    splits = load_splits(cfg, "demo", root, with_test=False)
+    gan = stage_train_gan(cfg, splits, tmp_path / "run", CPU)
+    res = CliRunner().invoke(app, ["eval-gan", "--checkpoint", str(gan), "--dataset", "demo", "--data-root", str(root), "--json",
+                                   "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    visible = [s for s in splits.index.train if s.modality == "vis"]
+    assert out["pairs"] == len(visible) and set(out["model"]) == {"l1", "psnr", "ssim", "two_sample_vis2ir", "two_sample_ir2vis"}
+    luma = np.array([0.299, 0.587, 0.114])
+    l1 = []
+    for s in visible:
+        gray = np.asarray(Image.open(s.path), np.float64) @ luma / 255.0
+        twin = np.asarray(Image.open(root / "aligned_nir" / Path(s.path).relative_to(root)), np.float64) @ luma / 255.0
+        l1.append(np.abs(gray - twin).mean())
+    assert out["baseline"]["l1"] == pytest.approx(np.mean(l1), abs=0.01)
+    (root / "aligned_nir").rename(tmp_path / "gone")
+    res = CliRunner().invoke(app, ["eval-gan", "--checkpoint", str(gan), "--dataset", "demo", "--data-root", str(root), "--device", "cpu"])
+    assert isinstance(res.exception, UserError) and "aligned_nir" in str(res.exception) and "make-demo" in str(res.exception)
