@@ -31,6 +31,24 @@ PROFILES = ("demo", "paper")
 METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
 EDGE_METHODS = ("agw", "mso", "tsme")
 
+# Recipe keys every method reads (sampler, optimiser, schedule, augmentation, size, test).
+_COMMON_RECIPE_KEYS = frozenset({
+    "ids_per_batch", "images_per_id", "sample_with_replacement", "epochs", "steps_per_epoch", "optimizer", "lr",
+    "backbone_lr_mult", "momentum", "weight_decay", "nesterov", "warmup_epochs", "warmup_method", "warmup_factor",
+    "milestones", "gamma", "pad", "flip_p", "erasing_p", "id_weight", "height", "width", "eval_every", "test_feature",
+})
+_EDGE_KEYS = frozenset({"edge", "edge_mode", "edge_loss", "pef_weight", "pef_stages"})
+#: The recipe keys each method reads; any other key in its table is refused (load_config).
+#: agw/mso/tsme use the common augmentation (channel_aug, gray_mix_p); mscmnet and glmn
+#: make their own views and read neither.
+RECIPE_KEYS: dict[str, frozenset[str]] = {
+    "agw": _COMMON_RECIPE_KEYS | _EDGE_KEYS | {"channel_aug", "gray_mix_p", "wrt_weight", "hc_weight", "cmcc_weight"},
+    "mso": _COMMON_RECIPE_KEYS | _EDGE_KEYS | {"channel_aug", "gray_mix_p", "wrt_weight", "hc_weight", "cmcc_weight"},
+    "tsme": _COMMON_RECIPE_KEYS | _EDGE_KEYS | {"channel_aug", "gray_mix_p", "wrt_weight", "hc_weight"},
+    "mscmnet": _COMMON_RECIPE_KEYS | {"qct_weight", "triplet_margin"},
+    "glmn": _COMMON_RECIPE_KEYS | {"wrt_weight", "local_weight", "triplet_margin", "adp_square"},
+}
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -41,6 +59,8 @@ class DataConfig:
             resized to it once, when the split is decoded into the array cache.
         demo_seed: seed of the generated demo dataset.
         demo_train_ids, demo_val_ids, demo_test_ids: identities per demo split.
+        demo_physics: the demo's infrared cameras, "nir" (near-infrared reflectance under
+            an active lamp, as SYSU-MM01's and LLCM's) or "thermal" (heat, as RegDB's).
         decode_threads: threads decoding JPEGs into the array cache.
     """
 
@@ -50,6 +70,7 @@ class DataConfig:
     demo_train_ids: int = 32
     demo_val_ids: int = 8
     demo_test_ids: int = 32
+    demo_physics: str = "nir"
     decode_threads: int = 4
 
 
@@ -63,8 +84,9 @@ class GanConfig:
         base_width: channels of the stem (64 in ResNet-50); all widths scale with it.
         disc_widths: PatchGAN discriminator widths (TSME: 128, 128, 256, 512).
         pretrained: path of a torchvision ResNet-50 state dict for the encoders, "imagenet"
-            (the torchvision weights cache), "none" (from scratch) or "required" (the paper
-            profile: training refuses to start until a path or "none" is given).
+            (the torchvision weights cache), "demo-standin" (the demo's ImageNet stand-in,
+            :mod:`common.standin`), "none" (from scratch) or "required" (the paper profile:
+            training refuses to start until a path or "none" is given).
         epochs, decay_start_epoch: constant learning rate until ``decay_start_epoch``,
             then linear decay to zero at ``epochs`` (CycleGAN schedule).
         steps_per_epoch: optimiser steps per epoch; 0 = max(#visible, #infrared) / batch.
@@ -114,8 +136,9 @@ class BackboneConfig:
         nonlocal_inter_channels: theta/phi/g width of the non-local blocks; AGW's code
             runs 1, 0 means C / 2 (the non-local paper's choice).
         pretrained: path of a torchvision ResNet-50 state dict, "imagenet" (the
-            torchvision weights cache), "none" (from scratch) or "required" (the paper
-            profile: training refuses to start until a path or "none" is given).
+            torchvision weights cache), "demo-standin" (the demo's ImageNet stand-in,
+            :mod:`common.standin`), "none" (from scratch) or "required" (the paper profile:
+            training refuses to start until a path or "none" is given).
     """
 
     layers: tuple[int, ...] = (3, 4, 6, 3)
@@ -162,6 +185,8 @@ class RecipeConfig:
         qct_weight: MSCMNet's quadruple centre triplet loss weight.
         local_weight: GLMN's aligned local triplet loss weight.
         triplet_margin: margin of MSCMNet's QCT (0.7) or GLMN's local triplet (0.3).
+        adp_square: GLMN's ADP triplet on squared distance differences (its README runs
+            ``--square 1``: true); false = the non-squared form (an option of ours).
         eval_every: evaluate on trial 0 every n epochs (0 = only at the end).
         test_feature: "pre" or "post" BNNeck feature this method is tested with; "" =
             ``eval.feature`` (MSO reports its pooled, pre-BN feature).
@@ -200,6 +225,7 @@ class RecipeConfig:
     qct_weight: float = 1.0
     local_weight: float = 0.5
     triplet_margin: float = 0.3
+    adp_square: bool = True
     height: int = 0
     width: int = 0
     eval_every: int = 2
@@ -223,8 +249,11 @@ class FusionConfig:
         tsme_gate: TSME's parameter-free gate on the real stream (False: ablation).
         tsme_iai: TSME's IAI heads on the real and generated maps (False: ablation, the 6
             fused heads only).
-        vgg16: local path of torchvision's ImageNet VGG16 (``vgg16-397923af.pth``) for MSO's
-            PEF loss; "" = random initialisation (not MSO's setting; said at training start).
+        vgg16: VGG16 weights for MSO's PEF loss: a local path of torchvision's ImageNet
+            VGG16 (``vgg16-397923af.pth``), "demo-standin" (the demo's stand-in,
+            :mod:`common.standin`), "none" or "" (random initialisation: not MSO's setting;
+            said at training start) or "required" (the paper profile: a run whose method uses
+            PEF refuses to start until a path or "none" is given).
         seed: random seed.
         amp: mixed precision on CUDA (ignored on CPU).
         max_nonfinite_steps: steps with a NaN/inf loss skipped before the run stops
@@ -287,6 +316,31 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """The demo's ImageNet stand-in (:mod:`common.standin`), used where a weights key is
+    ``"demo-standin"``.
+
+    Attributes:
+        identities: procedural identities to classify (disjoint from the demo's).
+        images_per_identity: training images of each (visible, random world-1 camera).
+        held_out_per_identity: further images of each, for the recorded top-1 accuracy.
+        epochs: passes over the training images (cosine learning-rate decay to 0).
+        batch_size: images per step.
+        vgg_scale: input size of the VGG16 stand-in relative to ``data.height/width`` (0.5:
+            its layers 5-30 see maps of the re-ID stem's size, at a quarter of the cost).
+        seed: the identities' and the training's seed.
+    """
+
+    identities: int = 300
+    images_per_identity: int = 12
+    held_out_per_identity: int = 2
+    epochs: int = 8
+    batch_size: int = 64
+    vgg_scale: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run's settings."""
 
@@ -295,9 +349,14 @@ class Config:
     gan: GanConfig = field(default_factory=GanConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # --------------------------------------------------------------------------- loading
+
+
+_RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(RecipeConfig))
+assert all(keys <= _RECIPE_FIELDS for keys in RECIPE_KEYS.values())
 
 
 def _profile_text(name: str) -> str:
@@ -470,6 +529,8 @@ def _validate(cfg: Config) -> Config:
         if (recipe.height or recipe.width) and (recipe.height % 16 or recipe.width % 16 or not (recipe.height and recipe.width)):
             raise UserError(f"fusion.recipes.{method}: height x width = {recipe.height} x {recipe.width}; give both, multiples of 16 "
                             "(or 0 x 0 for data.height x data.width)")
+    if cfg.data.demo_physics not in ("nir", "thermal"):
+        raise UserError(f"data.demo_physics '{cfg.data.demo_physics}' is unknown; use 'nir' or 'thermal'")
     if cfg.gan.out_channels not in (1, 3):
         raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (gray output, default) or 3 (TSME's layout)")
     if cfg.gan.select_by not in ("two-sample", "psnr", "last"):
@@ -536,26 +597,59 @@ def load_config(
         table = _merge(table, _read_toml_file(Path(config_file)))
     if overrides:
         table = _merge(table, overrides)
+    refuse_unused_recipe_keys(table)
     return config_from_dict(table)
 
 
-def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True) -> None:
+def refuse_unused_recipe_keys(table: dict[str, Any]) -> None:
+    """Refuse a recipe key its method does not read (one line naming key and method):
+    a setting that would be silently ignored (``gray_mix_p`` for MSCMNet, which makes its own
+    views) is a mistake to report, not to run.
+
+    Raises:
+        UserError: naming the first such key.
+    """
+    recipes = table.get("fusion", {}).get("recipes", {}) if isinstance(table.get("fusion"), dict) else {}
+    if not isinstance(recipes, dict):
+        return
+    for method, recipe in recipes.items():
+        if method in RECIPE_KEYS and isinstance(recipe, dict):
+            for key in recipe:
+                if key not in RECIPE_KEYS[method] and key in _RECIPE_FIELDS:
+                    raise UserError(f"fusion.recipes.{method}.{key}: method {method} does not use {key}; remove it "
+                                    f"(keys {method} reads: see RECIPE_KEYS in common/config.py)")
+
+
+def uses_pef(cfg: Config, method: str) -> bool:
+    """Whether ``method``'s recipe trains with MSO's PEF loss (an edge operator with ``edge_loss = "pef"``),
+    which compares VGG16 features (``fusion.vgg16``)."""
+    recipe = cfg.fusion.recipes.get(method)
+    return recipe is not None and recipe.edge != "none" and recipe.edge_loss == "pef"
+
+
+def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True, vgg16: bool = False) -> None:
     """Refuse to train a stage whose ImageNet weights are still ``"required"`` (paper profile).
 
     Both TSME (its DSGAN encoder and re-ID streams) and AGW start from ImageNet ResNet-50
-    weights; training the paper profile from scratch by accident would cost a GPU day and
-    give far lower numbers, so the choice must be explicit: ``--pretrained PATH`` or
-    ``--pretrained none``.
+    weights, and MSO's PEF loss from ImageNet VGG16; training the paper profile from scratch
+    by accident would cost a GPU day and give far lower numbers, so the choice must be
+    explicit: ``--pretrained PATH`` or ``--pretrained none``, ``--vgg16 PATH`` or
+    ``--vgg16 none`` (``vgg16``: the run's method uses PEF, :func:`uses_pef`).
 
     Raises:
         UserError: naming the key and both ways out.
     """
     from common.resnet import PRETRAINED_REQUIRED, pretrained_required_message
+    from common.vgg import VGG16_URL
 
     if gan and cfg.gan.pretrained == PRETRAINED_REQUIRED:
         raise UserError(pretrained_required_message("gan.pretrained"))
     if fusion and cfg.fusion.backbone.pretrained == PRETRAINED_REQUIRED:
         raise UserError(pretrained_required_message("fusion.backbone.pretrained"))
+    if vgg16 and cfg.fusion.vgg16 == PRETRAINED_REQUIRED:
+        raise UserError(f"fusion.vgg16 is '{PRETRAINED_REQUIRED}': MSO's PEF loss compares features of an ImageNet VGG16; pass "
+                        f"--vgg16 PATH (torchvision's vgg16-397923af.pth, from {VGG16_URL}) or --vgg16 none to use a random "
+                        "VGG16 on purpose")
 
 
 def for_method(cfg: Config, method: str) -> Config:
@@ -576,8 +670,9 @@ def edge_summary(cfg: Config, method: str) -> dict[str, str]:
     recipe = cfg.fusion.recipes.get(method)
     if recipe is None or recipe.edge == "none":
         return {"operator": "none"}
+    vgg16 = cfg.fusion.vgg16 if cfg.fusion.vgg16 not in ("", "none") else "random initialisation"
     return {"operator": recipe.edge, "mode": recipe.edge_mode, "loss": recipe.edge_loss,
-            **({"vgg16": cfg.fusion.vgg16 or "random initialisation"} if recipe.edge_loss == "pef" else {})}
+            **({"vgg16": vgg16} if recipe.edge_loss == "pef" else {})}
 
 
 def test_feature(cfg: Config, method: str) -> str:
@@ -622,9 +717,16 @@ def _toml_tables(table: dict[str, Any], prefix: str, lines: list[str]) -> None:
 
 
 def dump_config(cfg: Config) -> str:
-    """The resolved configuration as TOML text; :func:`config_from_dict` of its parse is ``cfg``."""
+    """The resolved configuration as TOML text; :func:`config_from_dict` of its parse is
+    ``cfg``, and :func:`load_config` accepts it as ``--config`` (each recipe lists only the
+    keys its method reads; the others keep their defaults)."""
     lines = ["# Resolved configuration of this run, written by the pipeline; load it with --config."]
-    _toml_tables(dataclasses.asdict(cfg), "", lines)
+    table = dataclasses.asdict(cfg)
+    recipes = table["fusion"]["recipes"]
+    for method in recipes:
+        if method in RECIPE_KEYS:
+            recipes[method] = {k: v for k, v in recipes[method].items() if k in RECIPE_KEYS[method]}
+    _toml_tables(table, "", lines)
     return "\n".join(lines) + "\n"
 
 

@@ -13,13 +13,23 @@ Each *variant* is a method plus modifiers, written ``<method>[-<modifier>]*``:
 | ``tsme-paperstreams`` / ``tsme-agwstreams`` | TSME's four independent ResNets / two AGW backbones |
 | ``mso-sobel`` ... | a method with an edge operator (laplace, sobel, prewitt), ``-magnitude`` |
 |                 | for kornia's edge magnitude, ``-fuse`` for the edge embedding instead of PEF |
+| ``-graymix``    | ours: visible images replaced by a random grey projection with p = 0.5  |
+|                 | (agw, mso, tsme; ``common.augment.random_gray_mix``)                    |
+| ``-grayout``    | ours: the DSGAN generates one grey channel (``gan.out_channels = 1``)   |
+| ``-twosample``  | ours: the DSGAN epoch chosen by the two-sample test, not the last one   |
+| ``-nosquare``   | ours: GLMN's ADP triplet without squaring (``adp_square = false``)       |
+
+The papers' settings are the defaults; the modifiers marked "ours" are our ideas, measured
+against them.
 
 Modifiers compose where they make sense (``tsme-gray-noiai``). Every (variant, seed) is its
 own run directory ``<run-dir>/<variant>/seed<k>`` (``pipelines.run_all.run_all``), skipped
 when its ``results.json`` is complete for the same configuration, so an interrupted
-ablation continues where it stopped. Variants that train on the DSGAN's partners share one
-stage 1 and one pair cache per seed (``<run-dir>/stage1-seed<k>``). The seed sets
-``fusion.seed`` and ``gan.seed``; the data are the same for every run.
+ablation continues where it stopped. Variants that train on the DSGAN's partners with the same
+stage-1 settings share one stage 1 and one pair cache per seed (``<run-dir>/stage1-seed<k>``, or
+``stage1-<modifier>-seed<k>`` for a variant that changes the DSGAN). The seed sets
+``fusion.seed`` and ``gan.seed``; the data are the same for every run. The first seed of each
+variant also tests ``best.pt``, re-ranking and the untrained and pretrained-start baselines.
 
 The report (``ablation.json``, ``ablation.md``) gives, per variant, Rank-1 / mAP / mINP
 mean +/- std over seeds (each seed's figure is the mean over the protocol's trials, last
@@ -77,6 +87,11 @@ def _tsme_only(method: str, name: str) -> None:
         raise UserError(f"variant modifier '{name}' applies to tsme only, not {method}")
 
 
+def _only(methods: tuple[str, ...], method: str, name: str) -> None:
+    if method not in methods:
+        raise UserError(f"variant modifier '{name}' applies to {', '.join(methods)}, not {method}")
+
+
 # modifier name -> f(method) -> (overrides, partners or None)
 MODIFIERS: dict[str, Callable[[str], tuple[dict, str | None]]] = {
     "gray": lambda m: (_tsme_only(m, "gray"), ({}, "gray"))[1],
@@ -87,7 +102,13 @@ MODIFIERS: dict[str, Callable[[str], tuple[dict, str | None]]] = {
     **{op: (lambda op: lambda m: (_recipe(m, edge=op), None))(op) for op in ("laplace", "sobel", "prewitt")},
     "magnitude": lambda m: (_recipe(m, edge_mode="magnitude"), None),
     "fuse": lambda m: (_recipe(m, edge_loss="fuse"), None),
+    "graymix": lambda m: (_only(("agw", "mso", "tsme"), m, "graymix"), (_recipe(m, gray_mix_p=0.5), None))[1],
+    "grayout": lambda m: (_tsme_only(m, "grayout"), ({"gan": {"out_channels": 1}}, None))[1],
+    "twosample": lambda m: (_tsme_only(m, "twosample"), ({"gan": {"select_by": "two-sample"}}, None))[1],
+    "nosquare": lambda m: (_only(("glmn",), m, "nosquare"), (_recipe(m, adp_square=False), None))[1],
 }
+#: Modifiers that change stage 1: their variants get stage-1 folders of their own.
+STAGE1_MODIFIERS = ("grayout", "twosample")
 
 
 def parse_variant(name: str) -> Variant:
@@ -125,18 +146,27 @@ def paired_difference(values: list[float], baseline: list[float]) -> dict[str, f
             "high": None if half is None else float(d.mean()) + half}
 
 
+def stage1_folder(run_dir: Path, variant: Variant, seed: int) -> Path:
+    """Where the variant's stage 1 and pair cache live: shared per seed by the variants that
+    leave the DSGAN as it is, one per stage-1 modifier otherwise."""
+    mods = [m for m in variant.name.split("-")[1:] if m in STAGE1_MODIFIERS]
+    return Path(run_dir) / ("-".join(["stage1", *mods]) + f"-seed{seed}")
+
+
 def _run_one(cfg: Config, variant: Variant, seed: int, run_dir: Path, stage1_dir: Path, *, dataset: str, data_root: Path | None,
-             device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
-    from pipelines.run_all import run_all
+             device: torch.device, cache_dir: Path | None, extras: bool) -> dict[str, Any]:
+    from pipelines.run_all import prepare_config, run_all
 
     results_path = run_dir / "results.json"
-    if results_path.is_file() and (run_dir / "config.toml").is_file() and (run_dir / "config.toml").read_text() == dump_config(cfg):
+    written = run_dir / "config.toml"
+    if results_path.is_file() and written.is_file() and \
+            written.read_text() == dump_config(prepare_config(cfg, variant.method, device, partners=variant.partners)):
         results = json.loads(results_path.read_text())
         info(f"ablate: {variant.name} seed {seed}: complete, skipped ({results_path})")
         return results
     t0 = time.perf_counter()
     results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir, device=device, method=variant.method,
-                      cache_dir=cache_dir, partners=variant.partners, stage1_dir=stage1_dir)
+                      cache_dir=cache_dir, partners=variant.partners, stage1_dir=stage1_dir, extras=extras)
     results["ablation_wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(results_path, results)
     return results
@@ -181,8 +211,8 @@ def ablate(
             overrides = _merge(variant.overrides, {"fusion": {"seed": seed}, "gan": {"seed": seed}})
             cfg = load_config(profile, config_file, overrides)
             info(f"ablate: {variant.name} seed {seed}")
-            results = _run_one(cfg, variant, seed, run_dir / variant.name / f"seed{seed}", run_dir / f"stage1-seed{seed}",
-                               dataset=dataset, data_root=data_root, device=device, cache_dir=cache_dir)
+            results = _run_one(cfg, variant, seed, run_dir / variant.name / f"seed{seed}", stage1_folder(run_dir, variant, seed),
+                               dataset=dataset, data_root=data_root, device=device, cache_dir=cache_dir, extras=seed == 0)
             rows.append({"seed": seed, **{k: results[k]["mean"] for _, k in REPORT_METRICS},
                          "wall_seconds": results.get("ablation_wall_seconds", results.get("wall_seconds")),
                          "run_dir": str(run_dir / variant.name / f"seed{seed}")})

@@ -31,7 +31,7 @@ DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="datase
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run directory (default checkpoints/<dataset>-<method>-<profile>)")]
 EdgeOpt = Annotated[Optional[str], typer.Option("--edge", help="MSO edge features at the stems: laplace | sobel | prewitt | none (agw, mso, tsme; default: the recipe's)")]
 EdgeModeOpt = Annotated[Optional[str], typer.Option("--edge-mode", help="mso (MSO's signed kernels) | magnitude (kornia's edge magnitude)")]
-Vgg16Opt = Annotated[Optional[str], typer.Option("--vgg16", help="torchvision's vgg16-397923af.pth for MSO's PEF loss (without it: random VGG16)")]
+Vgg16Opt = Annotated[Optional[str], typer.Option("--vgg16", help="VGG16 for MSO's PEF loss: PATH (torchvision's vgg16-397923af.pth) | demo-standin | none (random)")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="decoded-image cache (default $VIREID_CACHE or ~/.cache/vireid)")]
 
 
@@ -89,17 +89,53 @@ def _print(text: str) -> None:
 
 @app.command("make-demo")
 def make_demo_cmd(
-    out: Annotated[Path, typer.Option("--out", help="folder to create (SYSU-MM01 layout)")] = Path("data/demo"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder to create (SYSU-MM01 layout); default data/demo-v<version>")] = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed; same seed, same bytes")] = 0,
-    train_ids: Annotated[int, typer.Option(help="training identities")] = 32,
-    val_ids: Annotated[int, typer.Option(help="validation identities (trained on, as SYSU-MM01's val ids)")] = 8,
-    test_ids: Annotated[int, typer.Option(help="test identities")] = 32,
+    train_ids: Annotated[Optional[int], typer.Option(help="training identities (default: the demo profile's)")] = None,
+    val_ids: Annotated[Optional[int], typer.Option(help="validation identities, trained on as SYSU-MM01's (default: the demo profile's)")] = None,
+    test_ids: Annotated[Optional[int], typer.Option(help="test identities (default: the demo profile's)")] = None,
+    physics: Annotated[str, typer.Option("--physics", help="infrared cameras: nir (near-infrared, SYSU-MM01/LLCM-like) | thermal (RegDB-like)")] = "nir",
 ) -> None:
     """Generate the demo dataset (procedural pedestrians, visible + infrared) in SYSU-MM01 layout."""
-    from common.datasets.demo import make_demo
+    from common.datasets.demo import PHYSICS, make_demo
+    from pipelines.data import default_demo_root
 
-    path = make_demo(out, seed, n_train=train_ids, n_val=val_ids, n_test=test_ids)
+    if physics not in PHYSICS:
+        raise UserError(f"--physics {physics} is unknown; use nir or thermal")
+    d = _config("demo", None).data
+    path = make_demo(out or default_demo_root(), seed, n_train=train_ids or d.demo_train_ids, n_val=val_ids or d.demo_val_ids,
+                     n_test=test_ids or d.demo_test_ids, physics=physics)
     _print(f"demo dataset ready: {path}")
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    profile: ProfileOpt = "demo",
+    config: ConfigOpt = None,
+    device: DeviceOpt = "auto",
+    deterministic: DeterministicOpt = False,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="where stand-ins live (default $VIREID_CACHE/standin)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Build the demo's ImageNet stand-in (re-ID body, DSGAN encoder, VGG16 for PEF) once; later runs load it."""
+    _deterministic(deterministic)
+    from common.checkpoint import file_sha256
+    from common.runtime import resolve_device
+    from common.standin import ensure_standins
+
+    cfg = _config(profile, config)
+    paths = ensure_standins(cfg, resolve_device(device), cache_dir=cache_dir)
+    if not paths:
+        raise UserError(f"the {profile} profile names no stand-in (no weights key is 'demo-standin'); nothing to build")
+    out = {}
+    for key, path in paths.items():
+        made = json.loads(path.with_suffix(".json").read_text())
+        out[key] = {"path": str(path), "sha256": file_sha256(path), "held_out_top1": made["held_out_top1"], "seconds": made["seconds"]}
+    if as_json:
+        _print(json.dumps(out))
+        return
+    for key, v in out.items():
+        _print(f"{key:<28} {v['path']}  held-out top-1 {100 * v['held_out_top1']:.1f} %  (built in {v['seconds']:.0f} s)")
 
 
 @app.command("check-data")
@@ -174,6 +210,10 @@ def run_all_cmd(
     _print(format_results(results))
     base = results["untrained_baseline"]
     _print(f"same network untrained: Rank-1 {base['rank1']['mean']:.2f}  mAP {base['mean_ap']['mean']:.2f}  mINP {base['minp']['mean']:.2f}")
+    start = results.get("start_baseline")
+    if start is not None:
+        _print(f"same network at its pretrained start: Rank-1 {start['rank1']['mean']:.2f}  mAP {start['mean_ap']['mean']:.2f}  "
+               f"mINP {start['minp']['mean']:.2f}")
     _print(f"wall time {results['wall_seconds']:.0f} s; results: {Path(results['run_dir']) / 'results.json'}")
 
 
@@ -207,10 +247,14 @@ def train_gan_cmd(
         overrides["gan"] = {"pretrained": pretrained}
     cfg = _config(profile, config, overrides)
     require_pretrained_choice(cfg, gan=True, fusion=False)
+    from common.standin import resolve_standins
+
+    dev = resolve_device(device)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, trial=trial)
+    cfg = resolve_standins(cfg, dev, gan=True, fusion=False, vgg16=False)
     run_dir = run_dir or Path("checkpoints") / f"{dataset}-gan-{cfg.profile}"
     write_run_config(cfg, run_dir)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, trial=trial)
-    path = stage_train_gan(cfg, splits, run_dir, resolve_device(device))
+    path = stage_train_gan(cfg, splits, run_dir, dev)
     _print(f"generator checkpoint: {path}")
 
 
@@ -284,9 +328,10 @@ def train_fusion_cmd(
     cfg, method = _config_for_method(profile, config, overrides, method, edge, edge_mode, vgg16)
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
-    require_pretrained_choice(cfg, gan=False)
-    from common.config import for_method
+    from common.config import for_method, uses_pef
+    from common.standin import resolve_standins
 
+    require_pretrained_choice(cfg, gan=False, vgg16=uses_pef(cfg, method))
     cfg = for_method(cfg, method)
     on_the_fly, gray = pairs == "on-the-fly", pairs == "gray"
     if on_the_fly and gan_checkpoint is None:
@@ -298,9 +343,12 @@ def train_fusion_cmd(
     if not resume and (run_dir / "fusion" / "last.pt").exists():
         raise UserError(f"{run_dir / 'fusion'} holds a killed run; drop --no-resume to continue it or pass another --run-dir")
     if dist.is_main:
-        write_run_config(cfg, run_dir)
         load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)  # decode once, before the other ranks read
+        resolve_standins(cfg, dev, gan=False, fusion=True, vgg16=uses_pef(cfg, method))  # built once, by rank 0
     dist.barrier()
+    cfg = resolve_standins(cfg, dev, gan=False, fusion=True, vgg16=uses_pef(cfg, method))  # the others find the files
+    if dist.is_main:
+        write_run_config(cfg, run_dir)
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
     cache = None
     if pairs is not None and not on_the_fly and not gray:
@@ -481,11 +529,31 @@ def compare_cmd(
     _print(json.dumps(comparison) if as_json else format_comparison(comparison))
 
 
+def demo_aligned_pairs(root: Path, samples) -> list[tuple[Path, Path]]:
+    """(visible image, its aligned infrared twin) for every visible sample of a demo split.
+
+    Raises:
+        UserError: a demo without aligned twins (made before generator version 3).
+    """
+    from common.datasets.demo import aligned_path, read_demo_info
+
+    made = read_demo_info(root) or {}
+    physics = made.get("physics")
+    if physics is None:
+        raise UserError(f"{root} is a demo of generator version {made.get('generator_version')}, which wrote no aligned infrared twins; "
+                        "make a current one with pipeline make-demo (or delete it: run-all regenerates it)")
+    pairs = [(Path(s.path), aligned_path(root, s.path, physics)) for s in samples if s.modality == "vis"]
+    missing = [twin for _, twin in pairs if not twin.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]} is missing ({len(missing)} aligned twins in all); regenerate the demo with pipeline make-demo")
+    return pairs
+
+
 @app.command("eval-gan")
 def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="aligned folder with visible/ and infrared/, or the dataset's folder")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="pairs (aligned folder: L1/PSNR/SSIM + two-sample) | demo | sysu | regdb | llcm (two-sample on the training split)")] = "pairs",
+    dataset: Annotated[str, typer.Option("--dataset", help="pairs (aligned folder) | demo (its aligned near-infrared twins): L1/PSNR/SSIM + two-sample | sysu | regdb | llcm (two-sample on the training split)")] = "pairs",
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
     split: Annotated[str, typer.Option("--split", help="aligned folders: held-out | all pairs to score")] = "held-out",
@@ -516,8 +584,15 @@ def eval_gan_cmd(
             raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
         cfg = config_from_dict(state["config"])
         splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]), trial=trial)
-        result = evaluate_gan_on_split(checkpoint, splits.train, dev)
-        what = f"{dataset} training split, {result['images']['vis']} visible / {result['images']['ir']} infrared held-out images"
+        if dataset == "demo":
+            from stage1_dsgan.evaluate import evaluate_gan_pairs
+
+            pairs = demo_aligned_pairs(splits.index.root, splits.index.train)
+            result = evaluate_gan_pairs(checkpoint, pairs, dev)
+            what = f"demo training split: {result['pairs']} visible images against their aligned near-infrared twins"
+        else:
+            result = evaluate_gan_on_split(checkpoint, splits.train, dev)
+            what = f"{dataset} training split, {result['images']['vis']} visible / {result['images']['ir']} infrared held-out images"
     if as_json:
         _print(json.dumps(result))
         return

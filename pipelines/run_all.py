@@ -26,7 +26,8 @@ import torch
 
 from common.atomic import atomic_write_json, atomic_write_text
 from common.checkpoint import file_sha256
-from common.config import Config, config_section_dict, dump_config, edge_summary, for_method, require_pretrained_choice, test_feature
+from common.config import (Config, config_section_dict, dump_config, edge_summary, for_method, require_pretrained_choice, test_feature,
+                           uses_pef)
 from common.errors import UserError
 from common.pair_cache import MANIFEST, PairCache, open_pair_cache
 from common.protocols import ProtocolSpec
@@ -44,6 +45,29 @@ LAST_EPOCH = "last epoch"
 #: testreranking.py uses k1 31, k2 19, lambda 0.3.
 DEFAULT_RERANK = {"k1": 20, "k2": 6, "lambda_value": 0.3}
 BEST_ON_TEST = "best test-set Rank-1 during training (optimistic: chosen on the test set, as AGW and TSME report)"
+
+
+def prepare_config(cfg: Config, method: str, device: torch.device, *, partners: str = "gan") -> Config:
+    """The configuration a run of ``method`` trains with: the method's input size
+    (:func:`common.config.for_method`) and every ``"demo-standin"`` it needs replaced by the
+    stand-in's file, built first when missing (:func:`common.standin.resolve_standins`): the
+    DSGAN encoder's when the method trains on the GAN's partners, the re-ID body's, and
+    VGG16 when the method uses MSO's PEF loss.
+
+    Raises:
+        UserError: a recipe missing for ``method``.
+    """
+    from common.standin import resolve_standins
+    from stage2_fusion.methods import METHODS
+
+    cfg = for_method(cfg, method)
+    needs_gan = METHODS[method][0].needs_partners and partners == "gan"
+    return resolve_standins(cfg, device, gan=needs_gan, fusion=True, vgg16=uses_pef(cfg, method))
+
+
+def uses_pretrained(cfg: Config) -> bool:
+    """Whether the re-ID network starts from a weights file (ImageNet or the demo's stand-in)."""
+    return cfg.fusion.backbone.pretrained not in ("", "none", "required")
 
 
 def write_run_config(cfg: Config, run_dir: Path) -> Path:
@@ -158,15 +182,17 @@ def stage_train_fusion(
     """
     from stage2_fusion.methods import METHODS
 
-    require_pretrained_choice(cfg, gan=False)
+    require_pretrained_choice(cfg, gan=False, vgg16=uses_pef(cfg, method))
     recipe = cfg.fusion.recipe(method)
-    if recipe.edge != "none" and recipe.edge_loss == "pef" and not cfg.fusion.vgg16:
-        from stage2_fusion.losses import VGG16_URL
+    if uses_pef(cfg, method) and cfg.fusion.vgg16 in ("", "none"):
+        from common.vgg import VGG16_URL
 
         info(f"stage 2 ({method}): MSO's PEF loss compares VGG16 features, and no ImageNet VGG16 was given (--vgg16): VGG16 "
              f"starts from random initialisation, which is not MSO's setting; for MSO's, download {VGG16_URL} and pass "
              "--vgg16 PATH")
-    meta: dict[str, Any] = {"dataset": splits.index.name, "edge": edge_summary(cfg, method)}
+    from common.standin import describe_weights
+
+    meta: dict[str, Any] = {"dataset": splits.index.name, "edge": edge_summary(cfg, method), "pretrained_weights": describe_weights(cfg)}
     if splits.index.name == "regdb":  # pipeline test checks it: another split's test ids are training ids here
         meta["regdb_trial"] = splits.index.extra["trial"]
     translate = partner_id = None
@@ -216,12 +242,15 @@ def stage_test(
     flip: bool,
     gan_checkpoint: Path | None = None,
     untrained: bool = False,
+    from_start: bool = False,
     batch_size: int = 128,
     rerank: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Test a re-ID checkpoint with a dataset's protocol; returns the results dict
-    (``rerank``: k-reciprocal re-ranking parameters, figures then labelled re-ranked)."""
-    model, meta, cfg = load_reid_model(checkpoint, device, untrained=untrained)
+    (``rerank``: k-reciprocal re-ranking parameters, figures then labelled re-ranked;
+    ``untrained``: the same network with random initial weights, or with ``from_start`` the
+    pretrained weights its training started from)."""
+    model, meta, cfg = load_reid_model(checkpoint, device, untrained=untrained, from_start=from_start)
     selection = BEST_ON_TEST if Path(checkpoint).name == "best.pt" else LAST_EPOCH
     if tuple(meta["image_size"]) != tuple(splits.test.images.shape[1:3]):
         raise ValueError("test split decoded at another size than the model's")  # callers decode at meta size
@@ -243,8 +272,9 @@ def stage_test(
         "untrained": untrained,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "edge": edge_summary(cfg, meta["method"]),
+        "pretrained_weights": meta.get("pretrained_weights"),
         "epoch": None if untrained else meta.get("epoch"),
-        "selection": "untrained" if untrained else selection,
+        "selection": ("pretrained start" if from_start else "untrained") if untrained else selection,
         "device": str(device),
         "test_seconds": round(time.perf_counter() - t0, 2),
         **({"regdb_trial": splits.index.extra["trial"]} if splits.index.name == "regdb" else {}),
@@ -334,8 +364,13 @@ def run_all(
     trial: int = 1,
     partners: str = "gan",
     stage1_dir: Path | None = None,
+    extras: bool = True,
 ) -> dict[str, Any]:
     """The whole pipeline into ``run_dir``; returns (and writes) ``results.json``'s content.
+
+    ``extras``: besides the last epoch, also test ``best.pt`` (optimistic), the re-ranked
+    figures and the untrained and pretrained-start baselines (``pipeline ablate`` skips them
+    for seeds after the first).
 
     ``trial`` selects the RegDB split (one trained model per split, as the papers report).
     ``partners``: where a method that needs generated partners gets them: ``"gan"`` (stage
@@ -350,11 +385,11 @@ def run_all(
     method = method or cfg.fusion.method
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
-    cfg = for_method(cfg, method)  # the method's input size where its recipe has one (MSCMNet: 384 x 192)
-    require_pretrained_choice(cfg, gan=METHODS[method][0].needs_partners and partners == "gan")
+    require_pretrained_choice(cfg, gan=METHODS[method][0].needs_partners and partners == "gan", vgg16=uses_pef(cfg, method))
     run_dir = Path(run_dir)
+    splits = load_splits(for_method(cfg, method), dataset, data_root, cache_dir=cache_dir, trial=trial)  # bad data fails first
+    cfg = prepare_config(cfg, method, device, partners=partners)  # input size (MSCMNet: 384 x 192), stand-ins built
     write_run_config(cfg, run_dir)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
     info(f"data: {splits.index.name} at {splits.index.root}: {len(splits.train)} training images "
          f"({len(set(splits.train.pids.tolist()))} ids), {len(splits.test)} test images ({len(set(splits.test.pids.tolist()))} ids)")
     if partners not in ("gan", GRAY_PARTNERS):
@@ -374,11 +409,16 @@ def run_all(
     spec = make_protocol(e, splits.index.name, splits.index.root)
     feat = test_feature(cfg, method)
     results = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size)
-    attach_best_on_test(results, best_on_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size))
-    reranked = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, rerank=DEFAULT_RERANK)
-    results["with_reranking"] = {**{k: reranked[k] for k in METRIC_KEYS}, "params": DEFAULT_RERANK, "trials": reranked["trials"]}
-    baseline = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, untrained=True)
-    results["untrained_baseline"] = {k: baseline[k] for k in METRIC_KEYS}
+    if extras:
+        attach_best_on_test(results, best_on_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size))
+        reranked = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, rerank=DEFAULT_RERANK)
+        results["with_reranking"] = {**{k: reranked[k] for k in METRIC_KEYS}, "params": DEFAULT_RERANK, "trials": reranked["trials"]}
+        baseline = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, untrained=True)
+        results["untrained_baseline"] = {k: baseline[k] for k in METRIC_KEYS}
+        if uses_pretrained(cfg):
+            start = stage_test(reid, splits, device, spec, feature=feat, flip=e.flip, batch_size=e.batch_size, untrained=True,
+                               from_start=True)
+            results["start_baseline"] = {k: start[k] for k in METRIC_KEYS}
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     results["run_dir"] = str(run_dir)
     atomic_write_json(run_dir / "results.json", results)

@@ -244,7 +244,7 @@ class EdgeBranch(nn.Module):
         operator, mode: see :func:`edge_map`.
         loss: ``"pef"`` or ``"fuse"``.
         channels: the stem's output channels (64 for ResNet-50).
-        vgg16: local path of torchvision's ``vgg16-397923af.pth`` for PEF, or "" for a
+        vgg16: local path of a torchvision-layout VGG16 (``vgg16-397923af.pth`` or the demo stand-in) for PEF, or "" / "none" for a
             randomly initialised VGG16 (not MSO's setting; the training start says so).
         pef_stages: MSO's 4 VGG16 stages, or fewer for small stem maps.
 

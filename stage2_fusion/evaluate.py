@@ -205,7 +205,7 @@ def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(2.0 - 2.0 * (a @ b.T), 0.0, None)).astype(np.float32)
 
 
-def load_reid_model(path, device: torch.device, *, untrained: bool = False):
+def load_reid_model(path, device: torch.device, *, untrained: bool = False, from_start: bool = False):
     """Rebuild a stage-2 model from ``reid.pt`` / ``best.pt`` / ``last.pt``.
 
     Args:
@@ -213,12 +213,16 @@ def load_reid_model(path, device: torch.device, *, untrained: bool = False):
         device: where to put the model.
         untrained: build the same architecture with its seeded initial weights instead of
             the trained ones (the "untrained network" baseline).
+        from_start: with ``untrained``, load the pretrained weights the training started
+            from (ImageNet or the demo's stand-in) instead of a random initialisation: the
+            "pretrained start" baseline; the files named in the checkpoint's config must exist.
 
     Returns:
         (model in eval mode, checkpoint dict without the large state entries, Config).
 
     Raises:
-        UserError: missing file or not a re-ID checkpoint.
+        UserError: missing file or not a re-ID checkpoint; ``from_start`` with a pretrained
+            file that is no longer there.
     """
     from common.checkpoint import load_checkpoint
     from common.config import config_from_dict, for_inference
@@ -228,7 +232,7 @@ def load_reid_model(path, device: torch.device, *, untrained: bool = False):
     state = load_checkpoint(path, "reid")
     cfg = config_from_dict(state["config"])
     seed_everything(cfg.fusion.seed)
-    model, _ = build_method(state["method"], for_inference(cfg), state["num_classes"])
+    model, _ = build_method(state["method"], cfg if (untrained and from_start) else for_inference(cfg), state["num_classes"])
     if not untrained:
         model.load_state_dict(state["model"])
     model = model.to(device).to(memory_format=torch.channels_last).eval()

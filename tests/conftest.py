@@ -76,8 +76,9 @@ def sysu_tree(tmp_path_factory) -> Path:
 TINY_OVERRIDES = {
     "data": {"height": 32, "width": 16, "decode_threads": 1},
     "gan": {"encoder_layers": [1, 1, 1, 1], "base_width": 8, "disc_widths": [8, 8, 16, 16], "epochs": 2,
-            "decay_start_epoch": 1, "steps_per_epoch": 3, "batch_size": 4, "image_every": 2},
-    "fusion": {"embed_dim": 16, "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0]},
+            "decay_start_epoch": 1, "steps_per_epoch": 3, "batch_size": 4, "image_every": 2, "pretrained": "none"},
+    "fusion": {"embed_dim": 16, "vgg16": "none", "tsme_streams": "agw",
+               "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0], "pretrained": "none"},
                "recipes": {"tsme": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [], "lr": 0.01,
                                     "eval_every": 1},
                            "agw": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [], "lr": 0.01,
@@ -90,6 +91,12 @@ TINY_OVERRIDES = {
                                     "lr": 0.01, "warmup_epochs": 1, "pad": 2, "eval_every": 1}}},
     "eval": {"trials": 2, "batch_size": 16},
 }
+# (tsme_streams "agw": the tests that reach into TSME's two backbones use the shared-body layout;
+# tests/test_tsme.py checks the paper layout (four ResNets) the profiles use.
+# pretrained "none": the tiny networks start from scratch; tests/test_standin.py builds and
+# loads tiny ImageNet stand-ins through the same path as the demo profile's "demo-standin")
+#: A stand-in recipe that builds in about a second (tests/test_standin.py).
+TINY_PRETRAIN = {"identities": 6, "images_per_identity": 3, "held_out_per_identity": 1, "epochs": 1, "batch_size": 6}
 # (MSCMNet at lr 0.001: its MIMB layer-normalises channel tokens of H/16 x W/16 = 2 values at
 # 32 x 16, whose gradients are large; at the demo's 18 and the paper's 288 values they are not)
 

@@ -50,8 +50,92 @@ def test_paper_profile_refuses_to_train_without_a_choice_of_imagenet_weights():
         require_pretrained_choice(paper, gan=True, fusion=False)
     chosen = load_config("paper", overrides={"gan": {"pretrained": "none"}, "fusion": {"backbone": {"pretrained": "none"}}})
     require_pretrained_choice(chosen, gan=True)  # an explicit 'none' trains from scratch
-    require_pretrained_choice(load_config("demo"), gan=True)  # the demo profile trains from scratch by design
+    require_pretrained_choice(load_config("demo"), gan=True, vgg16=True)  # the demo names its stand-in
+    with pytest.raises(UserError, match=r"fusion\.vgg16 is 'required'.*--vgg16 PATH.*--vgg16 none"):
+        require_pretrained_choice(chosen, gan=True, vgg16=True)  # MSO's PEF: a VGG16 choice too
+    require_pretrained_choice(chosen, gan=True, vgg16=False)  # a method without PEF does not need one
     # a trained model is rebuilt without reading any ImageNet file
     rebuilt = for_inference(load_config("paper", overrides={"fusion": {"backbone": {"pretrained": "/gone/resnet50.pth"}}}))
     assert rebuilt.fusion.backbone.pretrained == "none" and rebuilt.gan.pretrained == "none"
     assert rebuilt.fusion.backbone.layers == paper.fusion.backbone.layers
+
+
+# --------------------------------------------------------------------------- demo = paper, scaled
+
+#: What demo.toml may change from paper.toml: scale only (issue: image size, widths, depths,
+#: non-local block counts, embedding size, epochs and the epochs of milestones, warm-up and
+#: evaluation, padding, steps, batch and worker settings, data sizes, which pretrained file).
+SCALE_KEYS = {
+    "profile",
+    "data.height", "data.width", "data.decode_threads",
+    "data.demo_seed", "data.demo_train_ids", "data.demo_val_ids", "data.demo_test_ids", "data.demo_physics",
+    "gan.encoder_layers", "gan.base_width", "gan.disc_widths", "gan.epochs", "gan.decay_start_epoch", "gan.steps_per_epoch",
+    "gan.batch_size", "gan.image_every", "gan.pretrained",
+    "fusion.embed_dim", "fusion.vgg16",
+    "fusion.backbone.layers", "fusion.backbone.base_width", "fusion.backbone.nonlocal_blocks", "fusion.backbone.pretrained",
+    "eval.batch_size",
+}
+SCALE_RECIPE_KEYS = {"ids_per_batch", "images_per_id", "epochs", "steps_per_epoch", "warmup_epochs", "milestones", "eval_every",
+                     "pad", "height", "width", "pef_stages"}
+
+
+def _flat(table, prefix=""):
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _allowed(key: str) -> bool:
+    if key in SCALE_KEYS:
+        return True
+    parts = key.split(".")
+    return key.startswith("fusion.recipes.") and len(parts) == 4 and parts[3] in SCALE_RECIPE_KEYS
+
+
+def test_demo_profile_is_the_paper_profile_scaled():
+    """Resolved demo and paper configs (every key, defaults included) differ only in scale keys."""
+    import dataclasses
+
+    demo = _flat(dataclasses.asdict(load_config("demo")))
+    paper = _flat(dataclasses.asdict(load_config("paper")))
+    assert demo.keys() == paper.keys()
+    differ = sorted(k for k in demo if demo[k] != paper[k] and not _allowed(k))
+    assert not differ, "demo.toml differs from paper.toml in more than scale: " + ", ".join(
+        f"{k} = {demo[k]!r} (paper {paper[k]!r})" for k in differ)
+    assert any(demo[k] != paper[k] for k in demo if k.startswith("fusion.recipes.")), "the demo should be smaller"
+
+
+def test_the_profile_test_catches_a_changed_rate_and_an_idea_of_ours():
+    import dataclasses
+
+    paper = _flat(dataclasses.asdict(load_config("paper")))
+    for override, key in (({"fusion": {"recipes": {"tsme": {"lr": 0.03}}}}, "fusion.recipes.tsme.lr"),
+                          ({"fusion": {"recipes": {"agw": {"gray_mix_p": 0.5}}}}, "fusion.recipes.agw.gray_mix_p"),
+                          ({"gan": {"select_by": "two-sample"}}, "gan.select_by"),
+                          ({"fusion": {"recipes": {"glmn": {"adp_square": False}}}}, "fusion.recipes.glmn.adp_square")):
+        demo = _flat(dataclasses.asdict(load_config("demo", overrides=override)))
+        assert [k for k in demo if demo[k] != paper[k] and not _allowed(k)] == [key]
+
+
+@pytest.mark.parametrize("method, key", [("mscmnet", "gray_mix_p"), ("glmn", "channel_aug"), ("mscmnet", "wrt_weight"),
+                                         ("tsme", "cmcc_weight"), ("agw", "qct_weight"), ("glmn", "hc_weight")])
+def test_a_recipe_key_its_method_does_not_use_is_refused(tmp_path, method, key):
+    path = tmp_path / "mine.toml"
+    path.write_text(f"[fusion.recipes.{method}]\n{key} = {'true' if key == 'channel_aug' else '0.5'}\n")
+    with pytest.raises(UserError, match=rf"fusion\.recipes\.{method}\.{key}: method {method} does not use {key}") as info:
+        load_config("demo", path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=rf"method {method} does not use {key}"):
+        load_config("paper", overrides={"fusion": {"recipes": {method: {key: 0.5}}}})
+
+
+def test_keys_a_method_reads_are_accepted_and_the_written_config_lists_only_those():
+    cfg = load_config("demo", overrides={"fusion": {"recipes": {"agw": {"gray_mix_p": 0.5}, "glmn": {"adp_square": False}}}})
+    assert cfg.fusion.recipe("agw").gray_mix_p == 0.5 and cfg.fusion.recipe("glmn").adp_square is False
+    written = tomllib.loads(dump_config(cfg))["fusion"]["recipes"]
+    assert "gray_mix_p" not in written["mscmnet"] and "qct_weight" not in written["agw"] and written["agw"]["gray_mix_p"] == 0.5

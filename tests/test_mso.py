@@ -86,7 +86,7 @@ def test_tsme_edges_sit_on_the_real_stream_only():
 def test_edge_configuration_is_checked():
     with pytest.raises(UserError, match="MSO is AGW with edge features"):
         _cfg("mso", edge="none")
-    with pytest.raises(UserError, match="edge features are offered for agw, mso, tsme, not glmn"):
+    with pytest.raises(UserError, match="method glmn does not use edge"):
         _cfg("glmn", edge="sobel")
     with pytest.raises(UserError, match="edge 'canny' is unknown"):
         _cfg("agw", edge="canny")

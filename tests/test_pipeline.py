@@ -128,8 +128,8 @@ def test_training_beats_the_untrained_network_on_demo(tmp_path_factory):
 
     root = make_demo(tmp_path_factory.mktemp("demo40") / "demo", 0, n_train=32, n_val=8, n_test=12)
     cfg = load_config("demo", overrides={
-        "fusion": {"embed_dim": 64, "backbone": {"base_width": 16},
-                   "recipes": {"agw": {"epochs": 12, "warmup_epochs": 1, "milestones": [10], "eval_every": 0}}},
+        "fusion": {"embed_dim": 64, "backbone": {"base_width": 16, "pretrained": "none"},
+                   "recipes": {"agw": {"epochs": 12, "warmup_epochs": 1, "milestones": [10], "eval_every": 0, "backbone_lr_mult": 1.0}}},
         "eval": {"trials": 3},
     })
     results = run_all(cfg, dataset="demo", data_root=root, run_dir=tmp_path_factory.mktemp("run"), device=CPU, method="agw")

@@ -113,7 +113,7 @@ class _FixedMap(torch.nn.Module):
 def _agw_with_fixed_map(fmap):
     from stage2_fusion.methods.agw import AGWNet
 
-    cfg = load_config("demo", overrides={"fusion": {"backbone": {"layers": [1, 1, 1, 1], "base_width": 8}}})
+    cfg = load_config("demo", overrides={"fusion": {"backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "pretrained": "none"}}})
     model = AGWNet(cfg, 3)
     model.backbone = _FixedMap(fmap)
     model.bnneck = BNNeck(fmap.shape[1], 3)

@@ -11,7 +11,8 @@ from common.config import load_config
 from stage2_fusion.fusion import modality_gate
 from stage2_fusion.methods.tsme import TSMENet
 
-TINY = {"fusion": {"embed_dim": 16, "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 0, 0, 0], "pretrained": "none"}}}
+TINY = {"fusion": {"embed_dim": 16, "tsme_streams": "agw",  # paper layout: test_paper_streams_are_four_independent_resnets...
+                   "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 0, 0, 0], "pretrained": "none"}}}
 
 
 def _inputs(batch: int = 2, size=(32, 16)):

@@ -35,8 +35,10 @@ def _mscmnet_loss(outputs, labels, is_ir, recipe):
 
 
 def _glmn_loss(outputs, labels, is_ir, recipe):
-    """GLMN's ID + ADP + local triplet with the recipe's local weight and margin (0.5, 0.3)."""
-    return glmn_loss(outputs, labels, is_ir, recipe, local_weight=recipe.local_weight, local_margin=recipe.triplet_margin)
+    """GLMN's ID + ADP + local triplet with the recipe's local weight and margin (0.5, 0.3)
+    and ADP form (squared, as its README runs it, unless ``adp_square = false``)."""
+    return glmn_loss(outputs, labels, is_ir, recipe, local_weight=recipe.local_weight, local_margin=recipe.triplet_margin,
+                     adp_square=recipe.adp_square)
 
 
 METHODS: dict[str, tuple[type[nn.Module], Callable]] = {
