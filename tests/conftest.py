@@ -98,3 +98,33 @@ TINY_OVERRIDES = {
 def tiny_cfg():
     """The demo profile shrunk to run a whole pipeline in seconds (32 x 16 images)."""
     return load_config("demo", overrides=TINY_OVERRIDES)
+
+
+INFERENCE_METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoints(sysu_tree, tmp_path_factory) -> dict[str, Path]:
+    """``reid.pt`` of every method trained for one short epoch (2 steps) on the SYSU-layout
+    tree, TSME with its DSGAN (1 epoch of 2 steps) and pair cache: real checkpoints for the
+    extract / search / export tests. Keys: the method names; ``"splits"`` maps to the
+    decoded :class:`pipelines.data.Splits`, ``"gan"`` to TSME's ``gan.pt``."""
+    import torch
+
+    from pipelines.data import load_splits
+    from pipelines.run_all import stage_generate_pairs, stage_train_fusion, stage_train_gan
+
+    base = tmp_path_factory.mktemp("trained")
+    recipes = {m: {**TINY_OVERRIDES["fusion"]["recipes"][m], "epochs": 1, "steps_per_epoch": 2, "eval_every": 0}
+               for m in INFERENCE_METHODS}
+    cfg = load_config("demo", overrides={**TINY_OVERRIDES,
+                                         "gan": {**TINY_OVERRIDES["gan"], "epochs": 1, "decay_start_epoch": 0, "steps_per_epoch": 2},
+                                         "fusion": {**TINY_OVERRIDES["fusion"], "recipes": recipes}})
+    cpu = torch.device("cpu")
+    splits = load_splits(cfg, "sysu", sysu_tree, cache_dir=base / "cache")
+    gan = stage_train_gan(cfg, splits, base / "tsme", cpu)
+    cache = stage_generate_pairs(gan, splits, base / "tsme" / "pairs", cpu)
+    out: dict = {"splits": splits, "gan": gan}
+    for method in INFERENCE_METHODS:
+        out[method] = stage_train_fusion(cfg, method, splits, cache if method == "tsme" else None, base / method, cpu)
+    return out

@@ -1,0 +1,162 @@
+"""THE feature file format: what ``pipeline extract`` writes and ``pipeline search`` reads.
+
+One uncompressed ``.npz`` (NumPy's zip of ``.npy`` members), readable with
+``np.load(path)`` and no pickle:
+
+==================  =====================  ==================================================
+member              dtype, shape           meaning
+==================  =====================  ==================================================
+``features``        float32 (N, D)         L2-normalised features, one row per image
+``paths``           str (N,)               the image files, absolute, in row order
+``checkpoint_sha256``  str ()              SHA-256 of the re-ID checkpoint that made them
+``checkpoint``      str ()                 its path when extracting (for messages only)
+``method``          str ()                 agw | tsme | mso | mscmnet | glmn
+``modality``        str ()                 visible | infrared
+``feature``         str ()                 pre | post (BNNeck side)
+``flip``            bool ()                averaged with the horizontally flipped image
+``image_size``      int64 (2,)             (H, W) the images were resized to
+``format``          int64 ()               :data:`FORMAT_VERSION`
+==================  =====================  ==================================================
+
+Features of a gallery of millions of images do not fit in memory on every machine:
+:meth:`FeatureFile.chunks` reads ``features`` a block of rows at a time straight from the
+zip member, so a search holds one block at once.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.atomic import atomic_write
+from common.errors import UserError
+
+FORMAT_VERSION = 1
+_META_KEYS = ("checkpoint_sha256", "checkpoint", "method", "modality", "feature", "flip", "image_size", "format")
+
+
+def write_feature_file(path: Path, features: np.ndarray, paths: list[str], meta: dict[str, Any]) -> Path:
+    """Write a feature file atomically (temporary file, fsync, rename).
+
+    Args:
+        path: the ``.npz`` to write (a missing ``.npz`` suffix is not added: NumPy would).
+        features: float32 (N, D), rows L2-normalised.
+        paths: N image paths, in row order.
+        meta: ``checkpoint_sha256``, ``checkpoint``, ``method``, ``modality``, ``feature``,
+            ``flip``, ``image_size`` (H, W).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: features not float32 (N, D), a path count other than N, or a missing
+            ``meta`` key. UserError: the file cannot be written (disk full, permissions).
+    """
+    features = np.asarray(features)
+    if features.dtype != np.float32 or features.ndim != 2:
+        raise ValueError(f"features must be float32 (N, D), got {features.dtype} {features.shape}")
+    if len(paths) != len(features):
+        raise ValueError(f"{len(paths)} paths for {len(features)} feature rows")
+    missing = [k for k in _META_KEYS if k != "format" and k not in meta]
+    if missing:
+        raise ValueError(f"feature file metadata lacks {missing}")
+    arrays = {
+        "features": features,
+        "paths": np.asarray([str(p) for p in paths], dtype=np.str_).reshape(len(paths)),
+        **{k: np.asarray(str(meta[k])) for k in ("checkpoint_sha256", "checkpoint", "method", "modality", "feature")},
+        "flip": np.asarray(bool(meta["flip"])),
+        "image_size": np.asarray(meta["image_size"], dtype=np.int64).reshape(2),
+        "format": np.asarray(FORMAT_VERSION, dtype=np.int64),
+    }
+    atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """An opened feature file: metadata and paths in memory, features read on demand.
+
+    Attributes:
+        path: the file.
+        meta: ``checkpoint_sha256``, ``checkpoint``, ``method``, ``modality``, ``feature``
+            (str), ``flip`` (bool), ``image_size`` (tuple (H, W)), ``format`` (int).
+        paths: str (N,) image paths in row order.
+        count: N; dim: D.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    paths: np.ndarray
+    count: int
+    dim: int
+    _offset: int  # byte offset of the features' data inside their zip member
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, float32 (n, D) block)`` over all rows, ``rows`` at a time.
+
+        Memory: one block (``rows * D * 4`` bytes) at a time, whatever N is.
+
+        Raises:
+            ValueError: ``rows < 1``. UserError: the file ends early (truncated).
+        """
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
+        row_bytes = self.dim * 4
+        with zipfile.ZipFile(self.path) as archive, archive.open("features.npy") as member:
+            member.read(self._offset)
+            for start in range(0, self.count, rows):
+                n = min(rows, self.count - start)
+                data = member.read(n * row_bytes)
+                if len(data) != n * row_bytes:
+                    raise UserError(f"feature file {self.path} is truncated; extract it again with pipeline extract")
+                yield start, np.frombuffer(data, dtype="<f4").reshape(n, self.dim)
+
+    def features(self) -> np.ndarray:
+        """All features, float32 (N, D), in memory."""
+        out = np.empty((self.count, self.dim), dtype=np.float32)
+        for start, block in self.chunks(65536):
+            out[start : start + len(block)] = block
+        return out
+
+
+def open_feature_file(path: Path) -> FeatureFile:
+    """Open a feature file written by :func:`write_feature_file` (``pipeline extract``).
+
+    Reads the metadata and the paths; the features stay on disk (:meth:`FeatureFile.chunks`).
+
+    Raises:
+        UserError: missing file, not a zip / ``.npz``, members missing, features not
+            float32 (N, D) little-endian C-order, or a newer format.
+    """
+    path = Path(path)
+    fix = "make it with pipeline extract --checkpoint CK --images DIR --modality M --out F.npz"
+    if not path.is_file():
+        raise UserError(f"feature file {path} does not exist; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = set(data.files)
+            needed = {"features", "paths", *_META_KEYS}
+            if not needed <= names:
+                raise UserError(f"{path} is not a feature file of pipeline extract (it lacks {sorted(needed - names)}); {fix}")
+            meta = {k: data[k].item() for k in ("checkpoint_sha256", "checkpoint", "method", "modality", "feature")}
+            meta["flip"] = bool(data["flip"])
+            meta["image_size"] = tuple(int(v) for v in data["image_size"])
+            meta["format"] = int(data["format"])
+            paths = data["paths"]
+        with zipfile.ZipFile(path) as archive, archive.open("features.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(member)
+            offset = member.tell()
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path} cannot be read as a feature file ({str(exc).splitlines()[0][:100]}); {fix}") from None
+    if meta["format"] > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer version of this pipeline; upgrade the package")
+    if dtype != np.dtype("<f4") or len(shape) != 2 or fortran or shape[0] != len(paths):
+        raise UserError(f"{path} holds features {dtype} {shape} for {len(paths)} paths, not float32 (N, D); {fix}")
+    return FeatureFile(path, meta, paths, int(shape[0]), int(shape[1]), offset)
