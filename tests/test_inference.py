@@ -38,7 +38,7 @@ def protocol_features(extractor: ReidExtractor, splits, flip: bool) -> np.ndarra
 def test_extract_from_files_equals_the_protocol_features(method, trained_checkpoints):
     """The test split's image files through extract() give the protocol's features: same decoding
     and resize, normalisation, test feature (GLMN's flip, MSCMNet's stems) and TSME partner."""
-    splits = trained_checkpoints["splits"]
+    splits = trained_checkpoints["splits"][method]
     extractor = ReidExtractor(trained_checkpoints[method], "cpu", batch_size=5)
     assert extractor.method == method and extractor.modalities == ("vis", "ir")  # read from the model's streams
     reference = protocol_features(extractor, splits, flip=False)
@@ -54,7 +54,7 @@ def test_extract_from_files_equals_the_protocol_features(method, trained_checkpo
 
 
 def test_flip_and_the_tsme_partner_follow_the_protocol(trained_checkpoints):
-    splits = trained_checkpoints["splits"]
+    splits = trained_checkpoints["splits"]["tsme"]
     extractor = ReidExtractor(trained_checkpoints["tsme"], "cpu", flip=True)
     assert extractor.flip is True and extractor.generators is not None
     reference = protocol_features(extractor, splits, flip=True)
@@ -149,7 +149,7 @@ def test_tsme_generator_recorded_moved_or_missing(trained_checkpoints, tmp_path)
     shutil.copy(trained_checkpoints["gan"], tmp_path / "moved" / "gan" / "gan.pt")
     found = ReidExtractor(moved, "cpu")
     assert found.generators.sha256 == file_sha256(trained_checkpoints["gan"])
-    images = np.asarray(trained_checkpoints["splits"].test.images[:4])
+    images = np.asarray(trained_checkpoints["splits"]["tsme"].test.images[:4])
     original = ReidExtractor(trained_checkpoints["tsme"], "cpu")
     np.testing.assert_allclose(found.extract(images, "visible"), original.extract(images, "visible"), atol=1e-6)
     explicit = ReidExtractor(moved, "cpu", gan_checkpoint=trained_checkpoints["gan"])
