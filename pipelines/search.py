@@ -55,6 +55,7 @@ class TopK:
         self.dist = torch.empty(q, 0, dtype=torch.float32, device=device)
 
     def update(self, start: int, block: np.ndarray) -> None:
+        """Merge gallery rows ``start .. start + len(block) - 1`` (float32 (n, D)) into the best k."""
         g = torch.as_tensor(np.require(block, np.float32, ["C", "W"]), device=self.device)  # (n, D); "W": a copy of read-only blocks
         if g.ndim != 2 or g.shape[1] != self.queries.shape[1]:
             raise ValueError(f"gallery block {tuple(g.shape)} does not match query features of width {self.queries.shape[1]}")
@@ -69,6 +70,7 @@ class TopK:
         self.dist, self.rows = d.gather(1, best), r.gather(1, best)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gallery rows int64 (Q, k'), cosine distances float32 (Q, k')), nearest first."""
         return self.rows.cpu().numpy(), self.dist.cpu().numpy()
 
 
