@@ -19,14 +19,16 @@ member              dtype, shape           meaning
 ==================  =====================  ==================================================
 
 Features of a gallery of millions of images do not fit in memory on every machine:
-:meth:`FeatureFile.chunks` reads ``features`` a block of rows at a time straight from the
-zip member, so a search holds one block at once.
+:func:`write_feature_file` streams them into the zip member block by block as they are
+extracted, and :meth:`FeatureFile.chunks` reads them back a block of rows at a time, so
+neither ``pipeline extract`` nor ``pipeline search`` holds more than one block.
 """
 
 from __future__ import annotations
 
+import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,40 +42,71 @@ FORMAT_VERSION = 1
 _META_KEYS = ("checkpoint_sha256", "checkpoint", "method", "modality", "feature", "flip", "image_size", "format")
 
 
-def write_feature_file(path: Path, features: np.ndarray, paths: list[str], meta: dict[str, Any]) -> Path:
+def write_feature_file(path: Path, features: np.ndarray | Iterable[np.ndarray], paths: list[str], meta: dict[str, Any]) -> Path:
     """Write a feature file atomically (temporary file, fsync, rename).
 
+    ``features`` may come as blocks (e.g. batch by batch from the extractor): they are
+    streamed into the file, so a gallery of millions of images never needs its features in
+    memory at once.
+
     Args:
-        path: the ``.npz`` to write (a missing ``.npz`` suffix is not added: NumPy would).
-        features: float32 (N, D), rows L2-normalised.
+        path: the ``.npz`` to write (written as named: no ``.npz`` is appended).
+        features: float32 (N, D), or an iterable of float32 (n_i, D) blocks with sum n_i = N;
+            rows L2-normalised.
         paths: N image paths, in row order.
         meta: ``checkpoint_sha256``, ``checkpoint``, ``method``, ``modality``, ``feature``,
-            ``flip``, ``image_size`` (H, W).
+            ``flip``, ``image_size`` (H, W); and ``dim`` (D) when ``features`` are blocks.
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: features not float32 (N, D), a path count other than N, or a missing
-            ``meta`` key. UserError: the file cannot be written (disk full, permissions).
+        ValueError: a block not float32 (n, D), a row count other than N, or a missing
+            ``meta`` key (nothing is left at ``path``). UserError: the file cannot be written
+            (disk full, permissions).
     """
-    features = np.asarray(features)
-    if features.dtype != np.float32 or features.ndim != 2:
-        raise ValueError(f"features must be float32 (N, D), got {features.dtype} {features.shape}")
-    if len(paths) != len(features):
-        raise ValueError(f"{len(paths)} paths for {len(features)} feature rows")
     missing = [k for k in _META_KEYS if k != "format" and k not in meta]
     if missing:
         raise ValueError(f"feature file metadata lacks {missing}")
+    if isinstance(features, np.ndarray):
+        if features.ndim != 2:
+            raise ValueError(f"features must be float32 (N, D), got {features.dtype} {features.shape}")
+        dim, blocks = int(features.shape[1]), [features]
+    else:
+        if "dim" not in meta:
+            raise ValueError("feature blocks need meta['dim'], the feature width D")
+        dim, blocks = int(meta["dim"]), features
+    count = len(paths)
     arrays = {
-        "features": features,
-        "paths": np.asarray([str(p) for p in paths], dtype=np.str_).reshape(len(paths)),
+        "paths": np.asarray([str(p) for p in paths], dtype=np.str_).reshape(count),
         **{k: np.asarray(str(meta[k])) for k in ("checkpoint_sha256", "checkpoint", "method", "modality", "feature")},
         "flip": np.asarray(bool(meta["flip"])),
         "image_size": np.asarray(meta["image_size"], dtype=np.int64).reshape(2),
         "format": np.asarray(FORMAT_VERSION, dtype=np.int64),
     }
-    atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
+
+    def write(fh) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("features.npy", "w", force_zip64=True) as member:
+                header = {"descr": "<f4", "fortran_order": False, "shape": (count, dim)}
+                np.lib.format.write_array_header_1_0(member, header)
+                rows = 0
+                for block in blocks:
+                    block = np.asarray(block)
+                    if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != dim:
+                        raise ValueError(f"feature blocks must be float32 (n, {dim}), got {block.dtype} {block.shape}")
+                    rows += len(block)
+                    if rows > count:
+                        break
+                    member.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+                if rows != count:
+                    raise ValueError(f"{rows} feature rows for {count} paths")
+            for name, value in arrays.items():
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, value, allow_pickle=False)
+                archive.writestr(f"{name}.npy", buffer.getvalue())
+
+    atomic_write(Path(path), write)
     return Path(path)
 
 

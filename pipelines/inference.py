@@ -433,6 +433,7 @@ def extract_to_file(extractor: ReidExtractor, sources: Sequence[str | Path], mod
 
     Every image is read; one that cannot be read stops the command with its name and
     nothing is written (files in a folder not named like images are skipped and listed).
+    Features are streamed into the file batch by batch (bounded memory for any N).
 
     Returns:
         ``{"out", "count", "dim", "skipped": [paths], ...}`` plus :meth:`ReidExtractor.describe`.
@@ -444,7 +445,7 @@ def extract_to_file(extractor: ReidExtractor, sources: Sequence[str | Path], mod
 
     stream = extractor.modality(modality)
     images, skipped = list_images(sources)
-    features = extractor.extract(images, stream, batch_size=batch_size, show_progress=True)
     meta = {**extractor.describe(), "modality": MODALITY_WORDS[stream]}
-    write_feature_file(Path(out), features, [str(p) for p in images], meta)
+    blocks = (feats for _, feats in extractor.batches(images, stream, batch_size=batch_size, show_progress=True))
+    write_feature_file(Path(out), blocks, [str(p) for p in images], meta)  # streamed: one batch in memory at a time
     return {**meta, "out": str(out), "count": len(images), "skipped": [str(p) for p in skipped]}

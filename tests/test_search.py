@@ -78,6 +78,13 @@ def test_feature_file_is_read_in_blocks(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), features)
     np.testing.assert_array_equal(store.features(), features)
     assert store.meta["image_size"] == (32, 16) and store.meta["flip"] is False and list(store.paths)[-1] == "img9.jpg"
+    # written block by block (as extract streams them): the same file contents
+    streamed = write_feature_file(tmp_path / "s.npz", (features[i : i + 4] for i in range(0, 10, 4)), list(store.paths),
+                                  {**meta, "dim": 4})
+    np.testing.assert_array_equal(np.load(streamed)["features"], features)
+    with pytest.raises(ValueError, match="9 feature rows for 10 paths"):
+        write_feature_file(tmp_path / "short.npz", iter([features[:9]]), list(store.paths), {**meta, "dim": 4})
+    assert not (tmp_path / "short.npz").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "s.npz"]
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="cannot be read as a feature file"):
         open_feature_file(tmp_path / "bad.npz")
