@@ -112,22 +112,19 @@ def write_feature_file(path: Path, features: np.ndarray | Iterable[np.ndarray], 
 
 @dataclass(frozen=True)
 class FeatureFile:
-    """An opened feature file: metadata and paths in memory, features read on demand.
+    """An opened feature file: metadata in memory, features and paths read from disk on demand.
 
     Attributes:
         path: the file.
         meta: ``checkpoint_sha256``, ``checkpoint``, ``method``, ``modality``, ``feature``
             (str), ``flip`` (bool), ``image_size`` (tuple (H, W)), ``format`` (int).
-        paths: str (N,) image paths in row order.
         count: N; dim: D.
     """
 
     path: Path
     meta: dict[str, Any]
-    paths: np.ndarray
     count: int
     dim: int
-    _offset: int  # byte offset of the features' data inside their zip member
 
     def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, float32 (n, D) block)`` over all rows, ``rows`` at a time.
@@ -141,7 +138,7 @@ class FeatureFile:
             raise ValueError(f"rows must be >= 1, got {rows}")
         row_bytes = self.dim * 4
         with zipfile.ZipFile(self.path) as archive, archive.open("features.npy") as member:
-            member.read(self._offset)
+            _read_header(member)
             for start in range(0, self.count, rows):
                 n = min(rows, self.count - start)
                 data = member.read(n * row_bytes)
@@ -156,22 +153,74 @@ class FeatureFile:
             out[start : start + len(block)] = block
         return out
 
+    def paths(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Image paths of ``rows`` (int (M,), any order, repeats allowed), or all N when None.
+
+        A search needs the paths of its top-k rows only: they are picked out of the stored
+        fixed-width array in one forward pass, without loading the other N - M.
+
+        Returns:
+            str (M,) (or (N,)) array, in the order of ``rows``.
+
+        Raises:
+            IndexError: a row outside 0 .. N - 1.
+        """
+        with zipfile.ZipFile(self.path) as archive, archive.open("paths.npy") as member:
+            _, dtype = _read_header(member)
+            if rows is None:
+                return np.frombuffer(member.read(self.count * dtype.itemsize), dtype=dtype).copy()
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if rows.size and (rows.min() < 0 or rows.max() >= self.count):
+                raise IndexError(f"rows must be in 0 .. {self.count - 1}")
+            wanted = np.unique(rows)
+            found = np.empty(len(wanted), dtype=dtype)
+            position = 0
+            for i, row in enumerate(wanted):
+                _skip(member, (int(row) - position) * dtype.itemsize)
+                found[i] = np.frombuffer(member.read(dtype.itemsize), dtype=dtype)[0]
+                position = int(row) + 1
+            return found[np.searchsorted(wanted, rows)]
+
+
+def _read_header(member) -> tuple[tuple[int, ...], np.dtype]:
+    """Read a ``.npy`` header from an open member: (shape, dtype); C order is required.
+
+    Raises:
+        ValueError: a Fortran-order array or a header NumPy cannot read.
+    """
+    version = np.lib.format.read_magic(member)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(member)
+    if fortran:
+        raise ValueError("Fortran-order array")
+    return shape, dtype
+
+
+def _skip(member, nbytes: int, block: int = 1 << 24) -> None:
+    """Read and drop ``nbytes`` of a zip member (its stream only moves forward), 16 MiB at a time."""
+    while nbytes > 0:
+        data = member.read(min(nbytes, block))
+        if not data:
+            raise ValueError("unexpected end of the zip member")
+        nbytes -= len(data)
+
 
 def open_feature_file(path: Path) -> FeatureFile:
     """Open a feature file written by :func:`write_feature_file` (``pipeline extract``).
 
-    Reads the metadata and the paths; the features stay on disk (:meth:`FeatureFile.chunks`).
+    Reads the metadata and checks the shapes; features and paths stay on disk
+    (:meth:`FeatureFile.chunks`, :meth:`FeatureFile.paths`).
 
     Raises:
         UserError: missing file, not a zip / ``.npz``, members missing, features not
-            float32 (N, D) little-endian C-order, or a newer format.
+            float32 (N, D) little-endian C-order, paths not (N,) strings, or a newer format.
     """
     path = Path(path)
     fix = "make it with pipeline extract --checkpoint CK --images DIR --modality M --out F.npz"
     if not path.is_file():
         raise UserError(f"feature file {path} does not exist; {fix}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(path, allow_pickle=False) as data:  # members load on access: only the small ones here
             names = set(data.files)
             needed = {"features", "paths", *_META_KEYS}
             if not needed <= names:
@@ -180,16 +229,16 @@ def open_feature_file(path: Path) -> FeatureFile:
             meta["flip"] = bool(data["flip"])
             meta["image_size"] = tuple(int(v) for v in data["image_size"])
             meta["format"] = int(data["format"])
-            paths = data["paths"]
-        with zipfile.ZipFile(path) as archive, archive.open("features.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(member)
-            offset = member.tell()
+        with zipfile.ZipFile(path) as archive:
+            with archive.open("features.npy") as member:
+                shape, dtype = _read_header(member)
+            with archive.open("paths.npy") as member:
+                paths_shape, paths_dtype = _read_header(member)
     except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise UserError(f"{path} cannot be read as a feature file ({str(exc).splitlines()[0][:100]}); {fix}") from None
     if meta["format"] > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer version of this pipeline; upgrade the package")
-    if dtype != np.dtype("<f4") or len(shape) != 2 or fortran or shape[0] != len(paths):
-        raise UserError(f"{path} holds features {dtype} {shape} for {len(paths)} paths, not float32 (N, D); {fix}")
-    return FeatureFile(path, meta, paths, int(shape[0]), int(shape[1]), offset)
+    if dtype != np.dtype("<f4") or len(shape) != 2 or paths_dtype.kind != "U" or paths_shape != (shape[0],):
+        raise UserError(f"{path} holds features {dtype} {shape} and paths {paths_dtype} {paths_shape}, not float32 (N, D) "
+                        f"and N strings; {fix}")
+    return FeatureFile(path, meta, int(shape[0]), int(shape[1]))

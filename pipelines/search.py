@@ -23,7 +23,7 @@ import torch
 from common.errors import UserError
 from pipelines.inference import MODALITY_WORDS, ReidExtractor, list_images, read_picture
 
-#: Query x gallery distances held at once (float32): 2^24 = 64 MiB.
+#: Query x gallery distances, and gallery feature values, held at once (float32): 2^24 = 64 MiB each.
 MAX_SCORES = 1 << 24
 
 
@@ -74,9 +74,10 @@ class TopK:
         return self.rows.cpu().numpy(), self.dist.cpu().numpy()
 
 
-def block_rows(num_queries: int, max_scores: int = MAX_SCORES) -> int:
-    """Gallery rows per block so that a (Q, rows) float32 distance block stays under ``max_scores``."""
-    return max(1, max_scores // max(1, num_queries))
+def block_rows(num_queries: int, dim: int, max_scores: int = MAX_SCORES) -> int:
+    """Gallery rows per block so that neither the (Q, rows) distances nor the (rows, D) gallery
+    features of a block hold more than ``max_scores`` float32 values."""
+    return max(1, max_scores // max(1, num_queries, dim))
 
 
 def check_gallery_file(meta: dict[str, Any], path: Path, extractor: ReidExtractor, gallery_modality: str) -> None:
@@ -112,7 +113,8 @@ def search(extractor: ReidExtractor, query: list[str | Path], gallery: str | Pat
         query_modality, gallery_modality: "visible" / "infrared" (or "vis" / "ir").
         top: k, gallery items per query (>= 1).
         batch_size: images per forward pass.
-        max_scores: query x gallery distances held at once (memory bound).
+        max_scores: float32 values of one block, of query x gallery distances and of gallery
+            features alike (the memory bound; 2^24 = 64 MiB each).
 
     Returns:
         ``{"query_modality", "gallery_modality", "gallery_size", "top", "method",
@@ -136,25 +138,28 @@ def search(extractor: ReidExtractor, query: list[str | Path], gallery: str | Pat
         check_gallery_file(store.meta, gallery, extractor, g_stream)
     query_paths, _ = list_images(query)
     q_feats = extractor.extract(query_paths, q_stream, batch_size=batch_size)  # (Q, D)
-    rows = block_rows(len(query_paths), max_scores)
+    rows = block_rows(len(query_paths), extractor.dim, max_scores)
     ranking = TopK(q_feats, top, extractor.device)
     if store is not None:
-        gallery_paths = [str(p) for p in store.paths]
+        if store.count == 0:
+            raise UserError(f"gallery {gallery} holds no features; extract a gallery with at least one image")
         for start, block in store.chunks(rows):
             ranking.update(start, block)
+        order, dist = ranking.result()
+        names = store.paths(order).reshape(order.shape)  # the top-k rows' paths only
+        gallery_size = store.count
     else:
         found, _ = list_images([gallery])
-        gallery_paths = [str(p) for p in found]
         size = min(rows, batch_size or extractor.batch_size)
         for start, block in extractor.batches(found, g_stream, batch_size=size, show_progress=True):
             ranking.update(start, block)
-    if not gallery_paths:
-        raise UserError(f"gallery {gallery} holds no images; pass a folder of images or a feature file with at least one")
-    order, dist = ranking.result()
-    queries = [{"query": str(path), "results": [{"rank": rank + 1, "path": gallery_paths[int(r)], "distance": max(0.0, float(d))}
-                                                 for rank, (r, d) in enumerate(zip(order[i], dist[i]))]}
+        order, dist = ranking.result()
+        names = np.asarray([str(p) for p in found])[order]
+        gallery_size = len(found)
+    queries = [{"query": str(path), "results": [{"rank": rank + 1, "path": str(n), "distance": max(0.0, float(d))}
+                                                 for rank, (n, d) in enumerate(zip(names[i], dist[i]))]}
                for i, path in enumerate(query_paths)]
-    return {"query_modality": MODALITY_WORDS[q_stream], "gallery_modality": MODALITY_WORDS[g_stream], "gallery_size": len(gallery_paths),
+    return {"query_modality": MODALITY_WORDS[q_stream], "gallery_modality": MODALITY_WORDS[g_stream], "gallery_size": gallery_size,
             "top": int(order.shape[1]), "method": extractor.method, "checkpoint_sha256": extractor.sha256, "queries": queries}
 
 

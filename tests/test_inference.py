@@ -165,7 +165,7 @@ def test_extract_command_writes_features_and_paths(trained_checkpoints, sysu_tre
     assert res.exit_code == 0, res.output
     features = open_feature_file(out)
     expected_paths = sorted(str(p.resolve()) for p in folder.rglob("*.jpg")) + [str(single.resolve())]
-    assert list(features.paths) == expected_paths
+    assert list(features.paths()) == expected_paths
     extractor = ReidExtractor(trained_checkpoints["mso"], "cpu")
     assert features.meta["checkpoint_sha256"] == extractor.sha256 == file_sha256(trained_checkpoints["mso"])
     assert (features.meta["method"], features.meta["modality"], features.meta["feature"]) == ("mso", "visible", extractor.feature)

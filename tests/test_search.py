@@ -61,10 +61,10 @@ def test_top_k_in_blocks_equals_a_full_sort(block):
     np.testing.assert_allclose(dist, np.take_along_axis(full, rows, axis=1), atol=1e-6)
 
 
-def test_block_rows_bounds_the_distance_matrix():
-    assert block_rows(1, 1 << 24) == 1 << 24
-    assert block_rows(1000, 1 << 24) == (1 << 24) // 1000
-    assert block_rows(10**9, 1 << 24) == 1
+def test_block_rows_bounds_distances_and_gallery_features():
+    assert block_rows(1, 2048, 1 << 24) == (1 << 24) // 2048  # few queries: the (rows, D) block is the bound
+    assert block_rows(10000, 2048, 1 << 24) == (1 << 24) // 10000  # many queries: the (Q, rows) distances are
+    assert block_rows(10**9, 16, 1 << 24) == 1
 
 
 def test_feature_file_is_read_in_blocks(tmp_path):
@@ -77,13 +77,16 @@ def test_feature_file_is_read_in_blocks(tmp_path):
     assert [start for start, _ in blocks] == [0, 3, 6, 9] and [len(b) for _, b in blocks] == [3, 3, 3, 1]
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), features)
     np.testing.assert_array_equal(store.features(), features)
-    assert store.meta["image_size"] == (32, 16) and store.meta["flip"] is False and list(store.paths)[-1] == "img9.jpg"
+    assert store.meta["image_size"] == (32, 16) and store.meta["flip"] is False and list(store.paths())[-1] == "img9.jpg"
+    assert store.paths(np.array([[7, 2], [7, 9]])).tolist() == ["img7.jpg", "img2.jpg", "img7.jpg", "img9.jpg"]  # only these rows
+    with pytest.raises(IndexError):
+        store.paths(np.array([10]))
     # written block by block (as extract streams them): the same file contents
-    streamed = write_feature_file(tmp_path / "s.npz", (features[i : i + 4] for i in range(0, 10, 4)), list(store.paths),
+    streamed = write_feature_file(tmp_path / "s.npz", (features[i : i + 4] for i in range(0, 10, 4)), list(store.paths()),
                                   {**meta, "dim": 4})
     np.testing.assert_array_equal(np.load(streamed)["features"], features)
     with pytest.raises(ValueError, match="9 feature rows for 10 paths"):
-        write_feature_file(tmp_path / "short.npz", iter([features[:9]]), list(store.paths), {**meta, "dim": 4})
+        write_feature_file(tmp_path / "short.npz", iter([features[:9]]), list(store.paths()), {**meta, "dim": 4})
     assert not (tmp_path / "short.npz").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "s.npz"]
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="cannot be read as a feature file"):
