@@ -38,7 +38,8 @@ class TopK:
     Shapes:
         ``update(start, block)``: block float32 (n, D), gallery rows start .. start + n - 1,
         blocks in increasing ``start``. ``result()`` -> (rows int64 (Q, k'), distances
-        float32 (Q, k')), k' = min(k, gallery rows seen), ascending distance, ties by row.
+        float32 (Q, k')), k' = min(k, gallery rows seen), ascending distance, equal distances
+        by row (where a tie straddles the k-th place inside one block, either row may be kept).
 
     Raises:
         ValueError: ``k < 1``; a block of another width D.
