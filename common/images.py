@@ -30,19 +30,36 @@ def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     Raises:
         UserError: if the file is missing or cannot be decoded (names the file).
     """
-    height, width = size
     try:
         with Image.open(path) as img:
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                img = _stretch_to_8bit(np.asarray(img))
-            img = img.convert("RGB")
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.LANCZOS)
-            return np.asarray(img, dtype=np.uint8)
+            return image_to_array(img, size)
     except FileNotFoundError:
         raise UserError(f"image {path} is missing; restore the dataset copy or re-run its generation") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise UserError(f"image {path} is corrupt ({exc}); replace it with a good copy from the original dataset") from None
+
+
+def image_to_array(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """An opened PIL image as RGB uint8 at ``size``: :func:`read_image`'s conversion and resize.
+
+    The one place where the array cache, the test protocol and ``pipeline extract`` turn a
+    picture into the network's input pixels, so that all three see the same pixels.
+
+    Args:
+        img: a PIL image of any mode :func:`read_image` accepts (decoded lazily: PIL errors
+            for a corrupt file surface here).
+        size: (H, W) target size in pixels, height first.
+
+    Returns:
+        uint8 array (H, W, 3), values 0-255.
+    """
+    height, width = size
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        img = _stretch_to_8bit(np.asarray(img))
+    img = img.convert("RGB")
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _stretch_to_8bit(values: np.ndarray) -> Image.Image:

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from common.atomic import atomic_write
 
 GREEN, RED, BLUE, WHITE, BLACK = (30, 170, 60), (210, 40, 40), (40, 90, 220), (255, 255, 255), (20, 20, 20)
+GRAY = (150, 150, 150)  # a gallery image whose identity is unknown (pipeline search)
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,15 @@ class RankRow:
     Attributes:
         query: uint8 (H, W, 3) image; query_text: caption (e.g. "q pid 12 cam 3\nAP 0.05"; "\n" starts a second line).
         gallery: uint8 (k, H, W, 3) top-k gallery images in rank order.
-        correct: bool (k,) same identity as the query.
+        correct: bool (k,) same identity as the query; None when identities are unknown
+            (a search of unlabelled pictures): gray frames.
         captions: k captions (e.g. "pid 7 d 0.81").
     """
 
     query: np.ndarray
     query_text: str
     gallery: np.ndarray
-    correct: np.ndarray
+    correct: np.ndarray | None
     captions: list[str]
 
 
@@ -54,7 +56,7 @@ def render_rank_grid(rows: list[RankRow], *, thumb_height: int = 128, border: in
     if not rows:
         raise ValueError("render_rank_grid needs at least one row")
     k = len(rows[0].gallery)
-    if any(len(r.gallery) != k or len(r.captions) != k or len(r.correct) != k for r in rows):
+    if any(len(r.gallery) != k or len(r.captions) != k or (r.correct is not None and len(r.correct) != k) for r in rows):
         raise ValueError("every row needs the same number of gallery images, flags and captions")
     h, w = rows[0].query.shape[:2]
     tw = max(1, round(w * thumb_height / h))
@@ -76,7 +78,8 @@ def render_rank_grid(rows: list[RankRow], *, thumb_height: int = 128, border: in
         y = top + r * cell_h
         paste(row.query, 4, y, BLUE, row.query_text)
         for j in range(k):
-            paste(row.gallery[j], 12 + (j + 1) * cell_w, y, GREEN if row.correct[j] else RED, row.captions[j])
+            colour = GRAY if row.correct is None else (GREEN if row.correct[j] else RED)
+            paste(row.gallery[j], 12 + (j + 1) * cell_w, y, colour, row.captions[j])
     return np.asarray(canvas)
 
 

@@ -631,6 +631,98 @@ def tensorboard_cmd(
         pass
 
 
+
+# --------------------------------------------------------------------------- use a trained model
+
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="reid.pt (or best.pt) of train-fusion / run-all")]
+GanCheckpointOpt = Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="TSME: generator for the partners (default: the one recorded)")]
+FlipOpt = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="average with the flipped image (default: as the checkpoint tests)")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="images per forward pass (default: the checkpoint's eval.batch_size)")]
+
+
+@app.command("extract")
+def extract_cmd(
+    checkpoint: CheckpointOpt,
+    images: Annotated[list[Path], typer.Option("--images", help="image files and/or folders (searched recursively); more may follow")],
+    modality: Annotated[str, typer.Option("--modality", help="visible | infrared")],
+    out: Annotated[Path, typer.Option("--out", help="feature file to write (.npz)")],
+    more_images: Annotated[Optional[list[Path]], typer.Argument(help="more image files or folders", show_default=False)] = None,
+    flip: FlipOpt = None,
+    batch_size: BatchSizeOpt = None,
+    gan_checkpoint: GanCheckpointOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Embed pictures (files or folders) with a trained model, as the test protocol does; write features + paths (.npz)."""
+    from pipelines.inference import ReidExtractor, extract_to_file
+
+    extractor = ReidExtractor(checkpoint, device, gan_checkpoint=gan_checkpoint, flip=flip, batch_size=batch_size)
+    result = extract_to_file(extractor, [*images, *(more_images or [])], modality, out)
+    if result["skipped"]:
+        from common.runlog import info
+
+        shown = ", ".join(result["skipped"][:5]) + (f" and {len(result['skipped']) - 5} more" if len(result["skipped"]) > 5 else "")
+        info(f"extract: skipped {len(result['skipped'])} files not named like images: {shown}")
+    _print(f"{result['count']} {result['modality']} images -> {result['out']}: features ({result['count']}, {result['dim']}) float32, "
+           f"{result['method']} feature {result['feature']}{' + flip' if result['flip'] else ''}, checkpoint SHA-256 {result['checkpoint_sha256'][:12]}...")
+
+
+@app.command("search")
+def search_cmd(
+    checkpoint: CheckpointOpt,
+    query: Annotated[list[Path], typer.Option("--query", help="query image file or folder (repeat for more)")],
+    gallery: Annotated[Path, typer.Option("--gallery", help="gallery folder of images, or a feature file (.npz) from pipeline extract")],
+    query_modality: Annotated[str, typer.Option("--query-modality", help="visible | infrared")] = "infrared",
+    gallery_modality: Annotated[str, typer.Option("--gallery-modality", help="visible | infrared")] = "visible",
+    top: Annotated[int, typer.Option("--top", help="gallery items per query")] = 10,
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG grid of the queries and their ranked gallery")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query")] = False,
+    flip: FlipOpt = None,
+    batch_size: BatchSizeOpt = None,
+    gan_checkpoint: GanCheckpointOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Rank a gallery (folder or .npz) for each query by the protocol's distance (1 - cosine); table, JSON or a PNG grid."""
+    from pipelines.inference import ReidExtractor
+    from pipelines.search import format_search, search, search_grid
+
+    extractor = ReidExtractor(checkpoint, device, gan_checkpoint=gan_checkpoint, flip=flip, batch_size=batch_size)
+    result = search(extractor, query, gallery, query_modality=query_modality, gallery_modality=gallery_modality, top=top)
+    if as_json:
+        for q in result["queries"]:
+            _print(json.dumps({"query": q["query"], "query_modality": result["query_modality"],
+                               "gallery_modality": result["gallery_modality"], "results": q["results"]}))
+    else:
+        _print(format_search(result))
+    if out is not None:
+        search_grid(result, extractor.image_size, out)
+        from common.runlog import info
+
+        info(f"search: grid {out}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: CheckpointOpt,
+    out: Annotated[Path, typer.Option("--out", help="model.onnx: writes model-visible.onnx and model-infrared.onnx")],
+    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset")] = 18,
+    flip: FlipOpt = None,
+    gan_checkpoint: GanCheckpointOpt = None,
+) -> None:
+    """One ONNX graph per modality (pixels in [0, 1] -> features), verified with onnxruntime against PyTorch before writing."""
+    from pipelines.export import INSTALL_LINE, export_onnx, missing_export_packages
+
+    if format_ != "onnx":
+        raise UserError(f"--format {format_} is not supported; use --format onnx")
+    missing = missing_export_packages()
+    if missing:
+        raise UserError(f"ONNX export needs {', '.join(missing)}, not installed: {INSTALL_LINE}")
+    from pipelines.inference import ReidExtractor
+
+    extractor = ReidExtractor(checkpoint, "cpu", gan_checkpoint=gan_checkpoint, flip=flip)
+    for r in export_onnx(extractor, out, opset=opset):
+        _print(f"{r['modality']}: {r['path']}  onnxruntime vs PyTorch max |diff| {r['max_abs_diff']:.3g}")
+
 def main() -> None:
     """Console entry point: run the app, turning UserError into one line and exit 2."""
     try:

@@ -105,3 +105,44 @@ TINY_PRETRAIN = {"identities": 6, "images_per_identity": 3, "held_out_per_identi
 def tiny_cfg():
     """The demo profile shrunk to run a whole pipeline in seconds (32 x 16 images)."""
     return load_config("demo", overrides=TINY_OVERRIDES)
+
+
+INFERENCE_METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoints(sysu_tree, tmp_path_factory) -> dict:
+    """``reid.pt`` of every method trained for one short epoch (2 steps) on the SYSU-layout
+    tree, TSME with its DSGAN (1 epoch of 2 steps) and pair cache: real checkpoints for the
+    extract / search / export tests. Keys: the method names -> ``reid.pt``; ``"splits"`` ->
+    {method: :class:`pipelines.data.Splits` decoded at that checkpoint's size}; ``"gan"`` ->
+    TSME's ``gan.pt``.
+
+    MSCMNet trains at 64 x 32 (its recipe's size): at 32 x 16 its MIMB layer-normalises tokens
+    of H/16 x W/16 = 2 values, which makes its features ill-conditioned (1e-6 on the input
+    moves them by 7e-5, and PyTorch's own batch-1 and batch-28 results differ by 1e-5), too
+    close to call for a 1e-4 comparison of two runtimes; at 64 x 32 (8 values) they are not."""
+    import torch
+
+    from common.config import for_method
+    from pipelines.data import load_splits
+    from pipelines.run_all import stage_generate_pairs, stage_train_fusion, stage_train_gan
+
+    base = tmp_path_factory.mktemp("trained")
+    recipes = {m: {**TINY_OVERRIDES["fusion"]["recipes"][m], "epochs": 1, "steps_per_epoch": 2, "eval_every": 0}
+               for m in INFERENCE_METHODS}
+    recipes["mscmnet"].update({"height": 64, "width": 32})
+    cfg = load_config("demo", overrides={**TINY_OVERRIDES,
+                                         "gan": {**TINY_OVERRIDES["gan"], "epochs": 1, "decay_start_epoch": 0, "steps_per_epoch": 2},
+                                         "fusion": {**TINY_OVERRIDES["fusion"], "recipes": recipes}})
+    cpu = torch.device("cpu")
+    splits = load_splits(cfg, "sysu", sysu_tree, cache_dir=base / "cache")
+    gan = stage_train_gan(cfg, splits, base / "tsme", cpu)
+    cache = stage_generate_pairs(gan, splits, base / "tsme" / "pairs", cpu)
+    out: dict = {"splits": {}, "gan": gan}
+    for method in INFERENCE_METHODS:
+        method_cfg = for_method(cfg, method)
+        method_splits = splits if method != "mscmnet" else load_splits(method_cfg, "sysu", sysu_tree, cache_dir=base / "cache")
+        out["splits"][method] = method_splits
+        out[method] = stage_train_fusion(method_cfg, method, method_splits, cache if method == "tsme" else None, base / method, cpu)
+    return out
