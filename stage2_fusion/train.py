@@ -193,7 +193,8 @@ def train_fusion(
 
     Raises:
         UserError: missing partners; an existing checkpoint of other settings in ``out_dir``;
-            a diverged loss.
+            a diverged loss, or weights or BatchNorm statistics that became NaN/inf (checked at
+            the end of every epoch, before evaluating or saving).
     """
     dist = options.dist
     out_dir = Path(out_dir)
@@ -287,6 +288,7 @@ def train_fusion(
                     advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} step {step + 1}/{len(sampler)} "
                                        f"loss {mean['total']:.3f} acc {mean['acc']:.2f}")
                 advance(batch_images)
+            guard.check_state(model, epoch=epoch)  # diverged weights or BN statistics: stop, keeping last.pt of the previous epoch
             steps = len(sampler)
             good = max(1, steps - guard.skipped_in_epoch)
             record = {f"loss_{k}" if k != "acc" else "train_acc": (v / good).item() for k, v in sums.items()}
