@@ -7,8 +7,9 @@ The loop, top to bottom (torchvision classification reference shape):
    tensors -> device (``non_blocking``);
 3. partners translated on the device by a frozen generator when training on the fly;
 4. batched augmentation on the device (image and partner jointly) -> model -> loss dict;
-5. SGD step (Nesterov, heads at ``lr``, backbone at ``lr * backbone_lr_mult``), AMP
-   (bf16, or fp16 with a GradScaler) on CUDA, channels_last, optional ``torch.compile``;
+5. SGD step (Nesterov, heads at ``lr``, backbone at ``lr * backbone_lr_mult``), AMP on CUDA
+   (``fusion.amp_dtype``: bf16, or fp16 with a GradScaler), channels_last, optional
+   ``torch.compile``;
 6. per epoch: learning-rate schedule (linear warm-up, step decay at milestones),
    TensorBoard + metrics.jsonl, ``last.pt`` (atomic), evaluation every ``eval_every``
    epochs with ``best.pt`` on a new best Rank-1; ``reid.pt`` at the end.
@@ -37,7 +38,7 @@ from common.errors import UserError
 from common.guard import NonFiniteGuard
 from common.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
-from common.runtime import DistInfo, autocast, epoch_seed, seed_everything
+from common.runtime import DistInfo, amp_plan, autocast, epoch_seed, seed_everything
 from common.samplers import Batch, IdentitySampler
 from stage2_fusion.methods import build_method, build_view_augment
 from stage2_fusion.optim import build_optimizer, build_scheduler
@@ -215,8 +216,8 @@ def train_fusion(
     augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug,
                                recipe.gray_mix_p)
     view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # MSCMNet, GLMN: their own views
-    use_fp16 = cfg.fusion.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
+    _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype)  # fp16 (asked for, or no bf16): loss scaling
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     start_epoch, best_rank1 = 0, -1.0
     if last.exists():
         state = load_checkpoint(last, "reid", map_location=device)
@@ -271,7 +272,7 @@ def train_fusion(
                     inputs = {"vis": x[:n], "ir": x[n:]}
                     pair = None if p is None else {"vis": p[:n], "ir": p[n:]}
                 labels = labels.to(device, non_blocking=True)
-                with autocast(device, cfg.fusion.amp):
+                with autocast(device, cfg.fusion.amp, cfg.fusion.amp_dtype):
                     outputs = step_model(inputs, pair)
                 losses = loss_fn(outputs, labels, is_ir.to(device), recipe)
                 optimizer.zero_grad(set_to_none=True)

@@ -55,3 +55,10 @@ def test_paper_profile_refuses_to_train_without_a_choice_of_imagenet_weights():
     rebuilt = for_inference(load_config("paper", overrides={"fusion": {"backbone": {"pretrained": "/gone/resnet50.pth"}}}))
     assert rebuilt.fusion.backbone.pretrained == "none" and rebuilt.gan.pretrained == "none"
     assert rebuilt.fusion.backbone.layers == paper.fusion.backbone.layers
+
+
+def test_amp_dtype_is_bf16_in_both_profiles_and_fp16_is_the_references_choice():
+    assert load_config("paper").fusion.amp_dtype == load_config("demo").fusion.amp_dtype == "bf16"
+    assert load_config("paper", overrides={"fusion": {"amp_dtype": "fp16"}}).fusion.amp_dtype == "fp16"
+    with pytest.raises(UserError, match="fusion.amp_dtype 'fp32' is unknown; use bf16 or fp16"):
+        load_config("paper", overrides={"fusion": {"amp_dtype": "fp32"}})

@@ -36,6 +36,19 @@ def test_agw_trains_under_autocast_on_cuda(sysu_tree, tiny_cfg, tmp_path):
     assert len(records) == tiny_cfg.fusion.recipe("agw").epochs
 
 
+def test_mscmnet_trains_in_fp16_with_a_grad_scaler_when_asked(sysu_tree, tmp_path):
+    """fusion.amp_dtype = "fp16": MSCMNet's own precision (train.py autocast fp16 + GradScaler);
+    the scaler state is saved with the run. The default bf16 needs no scaler (empty state)."""
+    for amp_dtype, scaled in (("fp16", True), ("bf16", not torch.cuda.is_bf16_supported())):
+        cfg = load_config("demo", overrides={**TINY_OVERRIDES, "fusion": {**TINY_OVERRIDES["fusion"], "amp_dtype": amp_dtype}})
+        splits = load_splits(cfg, "sysu", sysu_tree, with_test=False)
+        out = tmp_path / amp_dtype / "fusion"
+        reid = train_fusion(cfg, "mscmnet", splits.train, out, CUDA)
+        assert all(torch.isfinite(v.float()).all() for v in _final_weights(reid).values())
+        scaler = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["scaler"]
+        assert ("scale" in scaler) == scaled, (amp_dtype, scaler)
+
+
 def test_tsme_with_pairs_generated_on_cuda(sysu_tree, tiny_cfg, tmp_path):
     splits = load_splits(tiny_cfg, "sysu", sysu_tree)
     gan = stage_train_gan(tiny_cfg, splits, tmp_path / "run", CUDA)  # GAN under autocast too
