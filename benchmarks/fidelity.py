@@ -86,7 +86,7 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ from torch import nn
 from common.augment import imagenet_normalize
 from common.config import load_config
 from common.errors import UserError
+from stage2_fusion.edges import gray_from_normalized
 from stage2_fusion.methods import build_method
 
 TOLERANCES = {"feature": 1e-4, "loss": 1e-4, "loss_input": 1e-4, "grad": 1e-3}
@@ -118,12 +119,14 @@ class Reference:
         commit: the commit whose files are expected (full SHA-1).
         files: path relative to the checkout -> git blob SHA-1 of that file at ``commit``.
         note: why this commit, when it is not simply the newest one.
+        missing_hint: said when a file is missing (TSME deleted its model code later).
     """
 
     repository: str
     commit: str
     files: dict[str, str]
     note: str = ""
+    missing_hint: str = ""
 
     @property
     def short(self) -> str:
@@ -141,7 +144,7 @@ REFERENCES: dict[str, Reference] = {
         "99bc54c205eb232f50ea524cb55a5c66ce89abe0",
         {"model.py": "bb5303e7e9a1dda830b2f358c29b464087cf0355", "heterogeneity_loss.py": "7478759ba46f162ec3513fa070977958ee5f1c51",
          "Transform.py": "a3ed445161f68952dd8ae97f586cb753a0165ae5"},
-        "model.py, train.py and test.py were deleted in the next commits"),
+        "the last commit with model.py", "model.py, train.py and test.py were deleted in the next commits"),
     "mso": Reference(
         "cjjjao/DIP_work", "5d515159d87e4a4a62bc12d08d10859aba3a1fcd",
         {"model.py": "81c7fe172659344885721e5b5d3e50ec6460b25f", "resnet.py": "551a88a4b2922866055703eb6c8c31816560098e",
@@ -185,7 +188,7 @@ def verify_reference(method: str, root: Path) -> None:
         path = root / rel
         if not path.is_file():
             raise UserError(f"--reference {root} is not a checkout of {ref.repository} at commit {ref.short}: {rel} is missing"
-                            f"{' (' + ref.note + ')' if method == 'tsme' else ''}; run: {checkout}")
+                            f"{' (' + ref.missing_hint + ')' if ref.missing_hint else ''}; run: {checkout}")
         if git_blob_sha1(path) != blob:
             raise UserError(f"--reference {root}: {rel} differs from {ref.repository} at commit {ref.short} (git blob "
                             f"{git_blob_sha1(path)[:10]}, expected {blob[:10]}); check out that commit unmodified: {checkout}")
@@ -444,15 +447,6 @@ def make_batch(views: tuple[str, ...], size: tuple[int, int], ids: int, per_id: 
                  torch.cat([labels_vis, labels_vis]), torch.arange(2 * n) >= n, num_classes)
 
 
-def gray_edge_input(images01: torch.Tensor) -> torch.Tensor:
-    """MSO's edge input: ``Grayscale(1)`` (0.299 R + 0.587 G + 0.114 B), ``Normalize(0.5, 0.5)``.
-
-    Shapes: (B, 3, H, W) float [0, 1] -> (B, 1, H, W) float [-1, 1].
-    """
-    w = images01.new_tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)
-    return ((images01 * w).sum(dim=1, keepdim=True) - 0.5) / 0.5
-
-
 # --------------------------------------------------------------------------- per method
 
 
@@ -537,6 +531,8 @@ def _agw_family_features(ref_call: Callable[[str, torch.Tensor], tuple[torch.Ten
 
 
 class AGWAdapter(MethodAdapter):
+    """AGW (stage2_fusion/methods/agw.py ``AGWNet`` + ``agw_loss``) vs model.py ``embed_net``, loss.py, train.py."""
+
     method = "agw"
     compared = (
         "test features: model.py embed_net(modal=1|2) eval outputs l2norm(x_pool), l2norm(feat) = our extract('pre'|'post')",
@@ -618,13 +614,15 @@ def pef_with_operator(pef: types.ModuleType, operator: str) -> types.ModuleType:
 
 
 class MSOAdapter(AGWAdapter):
+    """MSO (``MSONet``, PEF and CMCC) vs DIP_work model.py ``embed_net`` (with PEF.py inside), loss.py, train.py."""
+
     method = "mso"
     compared = (
         "test features: model.py embed_net(modal=1|2) eval outputs l2norm(x_pool), l2norm(feat) = our extract('pre'|'post')",
         "losses: train.py's CrossEntropyLoss + TripletLoss_WRT(feat) + CMCC(feat_bn) + PEF (returned by the model), all weight 1",
         "edge operator: PEF.py's (as released: Laplace; --edge sobel|prewitt: its commented kernels, see the patches) = our "
-        "--edge of the same name, mode 'mso'; edge input = Grayscale(1) of the images, Normalize(0.5, 0.5), as its "
-        "data_utils.py (ours computes it from the normalised images)",
+        "--edge of the same name, mode 'mso'; edge input: the BT.601 gray in [-1, 1] our model computes from the normalised "
+        "images, given to both sides (its data_utils.py makes it with PIL, rounded to uint8 levels)",
     )
 
     def check_size(self, size):
@@ -666,7 +664,8 @@ class MSOAdapter(AGWAdapter):
         return [*super().rules(), (r"edges\.pef\.stages\.\d\.(\d+)\.(weight|bias)", r"PEF.model.features.\1.\2")]
 
     def reference_train(self, ref, mods, b):
-        g_vis, g_ir = gray_edge_input(b.images01["vis"]), gray_edge_input(b.images01["ir"])
+        # the edge input our model computes internally, so that both sides see the same one
+        g_vis, g_ir = gray_from_normalized(b.x["vis"]), gray_from_normalized(b.x["ir"])
         feat, feat_bn, logits, loss_pef = ref(b.x["vis"], b.x["ir"], modal=0, x1_g=g_vis, x2_g=g_ir)
         loss_id = nn.CrossEntropyLoss()(logits, b.labels)
         loss_tri, _ = mods["loss"].TripletLoss_WRT()(feat, b.labels)
@@ -696,6 +695,8 @@ class _PartnerAsInput(nn.Module):
 
 
 class TSMEAdapter(MethodAdapter):
+    """TSME (``TSMENet`` in the paper layout + ``tsme_loss``) vs model.py ``embed_net``, heterogeneity_loss.py, train.py."""
+
     method = "tsme"
     zero_gradient = (r".*_heads\.heads\.\d\.feature\.0\.bias",)  # Linear before BatchNorm1d
     size = (192, 96)  # layer4 12 x 6: 6 stripes of 2 rows, 2 IAI stripes of 6 rows
@@ -790,6 +791,8 @@ class TSMEAdapter(MethodAdapter):
 
 
 class MSCMNetAdapter(MethodAdapter):
+    """MSCMNet (``MSCMNet`` + ``mscmnet_loss``) vs its model.py ``embed_net``, loss.py ``QuarCenterTripletLoss``, train.py."""
+
     method = "mscmnet"
     size = (384, 192)  # model.py hard-codes the MIMB token width 288 = 24 x 12 (layer3 at 384 x 192)
     ids, per_id = 2, 2
@@ -852,6 +855,8 @@ class MSCMNetAdapter(MethodAdapter):
 
 
 class GLMNAdapter(MethodAdapter):
+    """GLMN (``GLMNNet`` + ``glmn_loss``) vs GFMNet model_test0.py ``embed_net``, loss.py ``TripletLoss_ADP0``, train_ext_test0.py."""
+
     method = "glmn"
     size = (192, 96)  # layer4 12 x 6: G's max_pool2d kernel (3, W) gives 4 stripes
     views = ("vis", "vis_ca", "ir")
@@ -1002,10 +1007,10 @@ def compare_networks(adapter: MethodAdapter, ref: nn.Module, mods: dict[str, typ
     for name in our_params:
         q = ref_params[key_map[name]]
         scale = 0.0 if q.grad is None else q.grad.detach().abs().max().item()
-        module = name.rsplit(".", 1)[0] if "." in name else ""
-        module_scale[module] = max(module_scale.get(module, 0.0), scale)
+        module_scale[_module_of(name)] = max(module_scale.get(_module_of(name), 0.0), scale)
+
     def scale_of(name: str) -> float:
-        return max(module_scale[name.rsplit(".", 1)[0] if "." in name else ""], GRAD_FLOOR)
+        return max(module_scale[_module_of(name)], GRAD_FLOOR)
 
     zero_patterns = [re.compile(p) for p in adapter.zero_gradient]
     rel, zero = {}, {}
@@ -1021,7 +1026,7 @@ def compare_networks(adapter: MethodAdapter, ref: nn.Module, mods: dict[str, typ
     mapped = {key_map[n] for n in our_params}
     unmapped = [p for n, p in ref_params.items() if n not in mapped]
     stray = [n for n, p in ref_params.items() if n not in mapped and p.grad is not None and bool(p.grad.abs().max() > 0)]
-    worst = max(rel, key=rel.get) if rel else ""
+    worst = max(rel, key=lambda n: (rel[n] != rel[n], rel[n])) if rel else ""  # NaN first
     return {
         "features": features,
         "loss_inputs": loss_inputs,
@@ -1035,11 +1040,24 @@ def compare_networks(adapter: MethodAdapter, ref: nn.Module, mods: dict[str, typ
             "reference_without_gradient": _count([p for p in ref_params.values() if p.grad is None]),
             "reference_unmapped": _count(unmapped), "reference_unmapped_tensors": len(unmapped),
         },
-        "feature_max_abs_diff": max(features.values()),
-        "loss_max_abs_diff": max(v["abs_diff"] for v in losses.values()),
-        "loss_input_max_rel_diff": max(loss_inputs.values()),
-        "grad_max_rel_diff": max(rel.values()) if rel else 0.0,
+        "feature_max_abs_diff": _worst(features.values()),
+        "loss_max_abs_diff": _worst(v["abs_diff"] for v in losses.values()),
+        "loss_input_max_rel_diff": _worst(loss_inputs.values()),
+        "grad_max_rel_diff": _worst(rel.values()),
     }
+
+
+def _module_of(param_name: str) -> str:
+    """'backbone.layer1.0.conv1.weight' -> 'backbone.layer1.0.conv1'."""
+    return param_name.rsplit(".", 1)[0] if "." in param_name else ""
+
+
+def _worst(values: Iterable[float]) -> float:
+    """The largest value; NaN if any is NaN (a NaN difference must not hide behind max())."""
+    values = list(values)
+    if any(v != v for v in values):
+        return float("nan")
+    return max(values, default=0.0)
 
 
 def verdict(report: dict[str, Any]) -> bool:

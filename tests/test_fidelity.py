@@ -156,6 +156,8 @@ def test_relative_differences():
     assert fd.max_rel_diff(None, ref) == pytest.approx(1.0)  # a missing gradient counts as zeros
     assert fd.max_rel_diff(None, None) == 0.0
     assert fd.max_abs_diff(torch.zeros(2), torch.zeros(3)) == float("inf")
+    nan = fd._worst([1e-8, float("nan"), 2e-8])  # max() alone would return 2e-8 here
+    assert nan != nan and fd._worst([1e-8, 3e-8]) == 3e-8
 
 
 # --------------------------------------------------------------------------- a toy reference, end to end
