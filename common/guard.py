@@ -11,10 +11,14 @@ A finite loss does not prove finite weights: the forward pass of a skipped step 
 updated the BatchNorm running statistics (train mode normalises with the batch's own
 statistics, so the loss stays finite while the running ones, used at test time, are NaN),
 and an infinite gradient of a finite loss makes an fp32 step write inf into the weights.
-So :meth:`NonFiniteGuard.check_state` looks at every parameter and buffer at the end of each
-epoch, before anything is evaluated or saved, and stops the run with one line naming the
-first bad tensor and the last good checkpoint, which it keeps (MSCMNet on a small SYSU-MM01
-copy otherwise trained to the end and left NaN test features).
+Nor do finite weights prove finite test features: eval mode normalises with the running
+statistics, and when those no longer fit the weights, activations can overflow (MSCMNet on a
+tiny SYSU-MM01 copy: layer3 at 1e36 in eval mode, NaN features, every weight finite). So
+:meth:`NonFiniteGuard.check_state` looks at every parameter and buffer, and at the eval-mode
+features of a few training images, at the end of each epoch, before anything is evaluated or
+saved, and stops the run with one line naming the first bad tensor and the last good
+checkpoint, which it keeps (MSCMNet on a small SYSU-MM01 copy otherwise trained to the end
+and `pipeline test` then refused its NaN test features).
 
 Checking costs one device synchronisation per step (the loss value is read on the host);
 under DistributedDataParallel the decision is all-reduced so that every rank skips the same
@@ -85,21 +89,29 @@ class NonFiniteGuard:
             )
         return False
 
-    def check_state(self, model: nn.Module, *, epoch: int) -> None:
-        """Stop the run if a parameter or floating-point buffer of ``model`` is NaN/inf.
+    def check_state(self, model: nn.Module, *, epoch: int, probe: torch.Tensor | None = None) -> None:
+        """Stop the run if a parameter or floating-point buffer of ``model``, or the ``probe``
+        features, are NaN/inf.
 
         Call it at the end of an epoch, before evaluating or saving: the checkpoint of the
-        previous epoch is then the last good one, and it is kept. Costs one device
-        synchronisation.
+        previous epoch is then the last good one, and it is kept. ``probe`` is what the model
+        computes in eval mode on a few training images: with finite weights and statistics,
+        eval-mode activations can still overflow when the running statistics no longer fit
+        the weights (seen with MSCMNet: layer3 at 1e36, then NaN test features). Costs one
+        device synchronisation.
 
         Args:
             model: the trained module (unwrapped from DistributedDataParallel).
             epoch: 0-based epoch that just finished, for the message.
+            probe: eval-mode test features of some training images, or None.
 
         Raises:
-            UserError: naming the first non-finite tensor and the checkpoint kept.
+            UserError: naming the first non-finite tensor (or the test-mode features) and the
+                checkpoint kept.
         """
         tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+        if probe is not None:
+            tensors.append(("the test-mode features of training images (eval mode overflows)", probe))
         if not tensors:
             return
         finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors])
@@ -109,7 +121,7 @@ class NonFiniteGuard:
         kept = (f"the last good state (after epoch {epoch}) is kept in {self.checkpoint}" if Path(self.checkpoint).exists()
                 else "no earlier epoch had finished, so no checkpoint was written")
         raise UserError(
-            f"{self.stage}: the weights or BatchNorm statistics became NaN/inf during epoch {epoch + 1} (first: {first}; "
-            f"{self.skipped} step(s) with a NaN/inf loss skipped so far); {kept}; lower the learning rate or check the data, "
-            "then train again"
+            f"{self.stage}: the weights, BatchNorm statistics or test-mode features became NaN/inf during epoch {epoch + 1} "
+            f"(first: {first}; {self.skipped} step(s) with a NaN/inf loss skipped so far); {kept}; lower the learning rate or "
+            "check the data, then train again"
         )

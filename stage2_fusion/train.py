@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from common.array_cache import ArraySplit
-from common.augment import ReidTrainAugment, to_float_images
+from common.augment import ReidTrainAugment, imagenet_normalize, to_float_images
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.config import Config, config_section_dict, digest
+from common.config import Config, config_section_dict, digest, test_feature
 from common.errors import UserError
 from common.guard import NonFiniteGuard
 from common.pair_cache import PairCache
@@ -47,6 +47,7 @@ FINAL_NAME = "reid.pt"
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
 LOG_EVERY = 10
+PROBE_IMAGES = 8  # training images whose eval-mode features the guard checks at the end of each epoch
 
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 # translate(images uint8 (B, H, W, 3), is_ir bool (B,)) -> partners uint8 (B, H, W, 3)
@@ -126,6 +127,31 @@ def _log_test_features(log: RunLog, extra: dict | None, epoch: int, max_points: 
     keep = np.sort(np.random.default_rng(epoch).choice(len(feats), min(len(feats), max_points), replace=False))
     log.embedding("test_features", feats[keep], [[str(int(p)), "ir" if m else "vis"] for p, m in zip(pids[keep], is_ir[keep])],
                   ["pid", "modality"], epoch)
+
+
+@torch.no_grad()
+def _probe_features(model: torch.nn.Module, probe: tuple[torch.Tensor, torch.Tensor | None] | None, feature: str) -> torch.Tensor | None:  # pragma: no mutate block
+    """Eval-mode test features of a few training images (the guard's end-of-epoch probe).
+
+    Args:
+        probe: (visible images (b, 3, H, W) float [0, 1], their partners or None), or None
+            when the epoch had no batch.
+        feature: the method's test feature, "pre" or "post".
+
+    Returns:
+        (b, D) float32 features in float32 precision (as tested), or None; the model is left
+        in train mode.
+    """
+    if probe is None:
+        return None
+    images, partners = probe
+    was_training = model.training
+    model.eval()
+    try:
+        pair = None if partners is None else {"vis": imagenet_normalize(partners)}
+        return model.extract({"vis": imagenet_normalize(images)}, pair, feature).float()
+    finally:
+        model.train(was_training)
 
 
 def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:  # pragma: no mutate block
@@ -254,6 +280,7 @@ def train_fusion(
                 EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if model.needs_partners else None),
                 batch_size=None, shuffle=False, num_workers=options.workers, pin_memory=pin)
             sums: dict[str, torch.Tensor] = {}
+            probe = None
             guard.start_epoch()
             t0 = time.perf_counter()
             for step, (images_u8, partners_u8, labels, idx) in enumerate(loader):
@@ -265,6 +292,7 @@ def train_fusion(
                     if translate is not None:
                         partners_u8 = translate(images_u8, is_ir)  # frozen generator, on the device
                     p = to_float_images(partners_u8, device)
+                probe = (x[:min(n, PROBE_IMAGES)], None if p is None else p[:min(n, PROBE_IMAGES)])  # visible images, before augmentation
                 if view_augment is not None:
                     inputs, pair = view_augment(x, is_visible=~is_ir), None
                 else:
@@ -289,7 +317,8 @@ def train_fusion(
                     advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} step {step + 1}/{len(sampler)} "
                                        f"loss {mean['total']:.3f} acc {mean['acc']:.2f}")
                 advance(batch_images)
-            guard.check_state(model, epoch=epoch)  # diverged weights or BN statistics: stop, keeping last.pt of the previous epoch
+            # diverged weights, BN statistics or eval-mode features: stop, keeping last.pt of the previous epoch
+            guard.check_state(model, epoch=epoch, probe=_probe_features(model, probe, test_feature(cfg, method)))
             steps = len(sampler)
             good = max(1, steps - guard.skipped_in_epoch)
             record = {f"loss_{k}" if k != "acc" else "train_acc": (v / good).item() for k, v in sums.items()}

@@ -1,5 +1,6 @@
 """What only a CUDA GPU shows (``pytest -m gpu``; skipped without one; run by
-benchmarks/gpu_check.sh): bf16/fp16 autocast training steps of AGW and TSME, kornia
+benchmarks/gpu_check.sh): bf16/fp16 autocast training steps of AGW and TSME, MSCMNet in
+fp16 with a GradScaler (``fusion.amp_dtype = "fp16"``), kornia
 augmentation on the device, batched pair generation on the device, ``--compile``, and
 CPU vs CUDA agreement of a fixed model's test features."""
 
