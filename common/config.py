@@ -30,6 +30,7 @@ from common.errors import UserError
 PROFILES = ("demo", "paper")
 METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
 EDGE_METHODS = ("agw", "mso", "tsme")
+AMP_DTYPES = ("bf16", "fp16")
 
 # Recipe keys every method reads (sampler, optimiser, schedule, augmentation, size, test).
 _COMMON_RECIPE_KEYS = frozenset({
@@ -256,6 +257,9 @@ class FusionConfig:
             PEF refuses to start until a path or "none" is given).
         seed: random seed.
         amp: mixed precision on CUDA (ignored on CPU).
+        amp_dtype: "bf16" (bfloat16 autocast without a scaler; fp16 + GradScaler where the GPU
+            has no bf16) or "fp16" (float16 autocast with a GradScaler, as MSCMNet's train.py
+            trains; Hua-XC/MSCMNet:train.py ``amp.autocast`` + ``amp.GradScaler``).
         max_nonfinite_steps: steps with a NaN/inf loss skipped before the run stops
             (:class:`common.guard.NonFiniteGuard`).
         recipes: per-method recipe, keyed by method name.
@@ -272,6 +276,7 @@ class FusionConfig:
     vgg16: str = ""
     seed: int = 0
     amp: bool = True
+    amp_dtype: str = "bf16"
     max_nonfinite_steps: int = 20
     recipes: dict[str, RecipeConfig] = field(default_factory=dict)
 
@@ -302,6 +307,8 @@ class EvalConfig:
         feature: "pre" or "post" BNNeck feature (AGW evaluates post).
         flip: average features of the image and its horizontal flip.
         batch_size: images per feature-extraction batch.
+        amp: extract test features under autocast (bf16, fp16 where bf16 is missing) on
+            CUDA; False (default) evaluates in float32, as every reference's test script does.
     """
 
     mode: str = "all"
@@ -313,6 +320,7 @@ class EvalConfig:
     feature: str = "post"
     flip: bool = False
     batch_size: int = 128
+    amp: bool = False
 
 
 @dataclass(frozen=True)
@@ -533,6 +541,8 @@ def _validate(cfg: Config) -> Config:
         raise UserError(f"data.demo_physics '{cfg.data.demo_physics}' is unknown; use 'nir' or 'thermal'")
     if cfg.gan.out_channels not in (1, 3):
         raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (gray output, default) or 3 (TSME's layout)")
+    if cfg.fusion.amp_dtype not in AMP_DTYPES:
+        raise UserError(f"fusion.amp_dtype '{cfg.fusion.amp_dtype}' is unknown; use {' or '.join(AMP_DTYPES)}")
     if cfg.gan.select_by not in ("two-sample", "psnr", "last"):
         raise UserError(f"gan.select_by '{cfg.gan.select_by}' is unknown; use two-sample, psnr or last")
     if cfg.fusion.tsme_streams not in ("paper", "agw"):

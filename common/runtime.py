@@ -65,15 +65,34 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``enabled`` (and supported), a no-op context elsewhere.
+def amp_plan(device: torch.device, enabled: bool, amp_dtype: str = "bf16") -> tuple[torch.dtype | None, bool]:
+    """The mixed precision a run gets: (autocast dtype or None for float32, GradScaler on?).
 
-    CPU training stays in fp32: CPU autocast is slower than fp32 for convolutions here.
+    * CPU, or ``enabled`` False: (None, False), float32 (CPU autocast is slower than fp32
+      for convolutions here);
+    * CUDA, ``amp_dtype`` "bf16": (bfloat16, False) where the GPU supports bf16 (its range is
+      fp32's, no loss scaling needed), else (float16, True);
+    * CUDA, ``amp_dtype`` "fp16": (float16, True): fp16 autocast with a GradScaler, the
+      precision MSCMNet's train.py trains in.
+
+    Raises:
+        ValueError: ``amp_dtype`` not "bf16" or "fp16".
     """
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    if amp_dtype not in ("bf16", "fp16"):
+        raise ValueError(f"amp_dtype must be 'bf16' or 'fp16', got {amp_dtype!r}")
+    if not enabled or device.type != "cuda":
+        return None, False
+    if amp_dtype == "bf16" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def autocast(device: torch.device, enabled: bool, amp_dtype: str = "bf16") -> contextlib.AbstractContextManager:
+    """Autocast to :func:`amp_plan`'s dtype on CUDA when ``enabled``, a no-op context elsewhere."""
+    dtype, _ = amp_plan(device, enabled, amp_dtype)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class DistInfo:

@@ -54,7 +54,7 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
         partners = _test_partners(gan, None if gan_checkpoint else meta.get("gan_sha256"), splits, device)
     needed = np.unique(np.concatenate([trial.query, trial.gallery]))
     feats = extract_features(model, test, needed, device, partners=partners, feature=test_feature(cfg, meta["method"]), batch_size=cfg.eval.batch_size,
-                             amp=cfg.fusion.amp)
+                             amp=cfg.eval.amp)
     row = np.full(len(test), -1, dtype=np.int64)
     row[needed] = np.arange(len(needed))
     q, g = feats[row[trial.query]], feats[row[trial.gallery]]

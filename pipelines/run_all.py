@@ -224,7 +224,7 @@ def stage_train_fusion(
 
         def evaluate(model):
             return evaluate_protocol(model, splits.test, device, spec, partners=test_partners, file_numbers=numbers,
-                                     feature=test_feature(cfg, method), batch_size=cfg.eval.batch_size, amp=cfg.fusion.amp,
+                                     feature=test_feature(cfg, method), batch_size=cfg.eval.batch_size, amp=cfg.eval.amp,
                                      show_progress=False, return_features=True)
 
     return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device,
@@ -261,7 +261,7 @@ def stage_test(
     numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
     t0 = time.perf_counter()
     summary = evaluate_protocol(model, splits.test, device, spec, partners=partners, file_numbers=numbers,
-                                feature=feature, flip=flip, batch_size=batch_size, amp=cfg.fusion.amp, rerank=rerank)
+                                feature=feature, flip=flip, batch_size=batch_size, amp=cfg.eval.amp, rerank=rerank)
     return {
         "dataset": splits.index.name,
         "data_root": str(splits.index.root),

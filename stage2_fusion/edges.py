@@ -8,6 +8,15 @@ Person Re-Identification", ACM MM 2021; code cjjjao/DIP_work (commit 5d515159):
   (the active one), or four directional Sobel or Prewitt kernels (commented out) whose
   *signed* responses are summed (no magnitude). The result is repeated to 64 channels and
   compared with the stem output through VGG16 (see ``stage2_fusion.losses.PerceptualEdgeLoss``).
+  MSO chooses the operator by editing this file ("Select eage extracting method in PEF.py",
+  its README), and the file is a trap: its Prewitt kernels (lines 22-25) are assigned to the
+  *Sobel* variable names ``sobel_kernel_h/v/l/r`` right after the Sobel ones (lines 18-21),
+  so uncommenting the block (lines 18-36) as a whole runs Prewitt. Our ``"sobel"`` is the
+  Sobel kernels of lines 18-21 (the [1, 2, 1]-weighted ones), our ``"prewitt"`` those of
+  lines 22-25: the README reports Sobel and Prewitt with different figures (56.30 vs 55.25
+  Rank-1), so its Sobel run cannot have been the whole block, which is Prewitt.
+  benchmarks/fidelity.py ``--edge sobel`` makes that edit (lines 18-21 without 22-25) in
+  memory and compares the two.
 * ``train.py`` ``transform_train_gray`` and ``data_utils.py`` ``SYSUData.__getitem__``: the
   edge input is ``Grayscale(1)`` of the *augmented* image (after Pad(10), RandomCrop,
   HorizontalFlip, the same PIL image the network sees), ``ToTensor``, ``Normalize(0.5, 0.5)``,

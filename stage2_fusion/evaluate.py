@@ -40,7 +40,7 @@ def extract_features(
     feature: str = "post",
     flip: bool = False,
     batch_size: int = 128,
-    amp: bool = True,
+    amp: bool = False,
     show_progress: bool = True,
 ) -> np.ndarray:
     """L2-normalised features of ``split`` images ``indices``.
@@ -54,6 +54,8 @@ def extract_features(
         feature: "pre" or "post" BNNeck feature.
         flip: average with the horizontally flipped image's feature (and partner's).
         batch_size: images per forward pass.
+        amp: extract under bf16 autocast on CUDA (``eval.amp``); False (default): float32,
+            as the references' test scripts (MSCMNet trains in fp16 but tests in fp32).
 
     Returns:
         float32 (N, D) array, rows L2-normalised, in the order of ``indices``.
@@ -106,7 +108,7 @@ def evaluate_protocol(
     feature: str = "post",
     flip: bool = False,
     batch_size: int = 128,
-    amp: bool = True,
+    amp: bool = False,
     show_progress: bool = True,
     rerank: dict[str, float] | None = None,
     return_features: bool = False,
@@ -127,6 +129,7 @@ def evaluate_protocol(
             on the Euclidean distances of the L2-normalised features (query-gallery,
             query-query and gallery-gallery of the trial, as the authors' code takes them);
             the trial's ignore mask applies to the re-ranked distances. None: plain cosine.
+        amp: see :func:`extract_features` (False: float32 features).
 
     Returns:
         :func:`common.metrics.summarize` of the trials (percent, mean/std, per trial) plus

@@ -49,7 +49,9 @@ class NonLocalBlock(nn.Module):
         theta_x = self.theta(x).flatten(2).transpose(1, 2)  # (B, N, i)
         phi_x = self.phi(x).flatten(2)  # (B, i, N)
         f = torch.bmm(theta_x, phi_x) / (h * w)  # (B, N, N)
-        y = torch.bmm(f, g_x).transpose(1, 2).reshape(b, self.inter_channels, h, w)  # (B, i, H, W)
+        # contiguous (B, i, H, W) as the reference's ``.contiguous().view``: W's convolution then
+        # sees the same memory layout and rounds the same (benchmarks/fidelity.py compares them)
+        y = torch.bmm(f, g_x).transpose(1, 2).contiguous().view(b, self.inter_channels, h, w)  # (B, i, H, W)
         return x + self.W(y)
 
 

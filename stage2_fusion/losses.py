@@ -9,7 +9,11 @@ features (PEF) losses (see their docstrings).
       w-_ij = exp(-d_ij) / sum_{k in N(i)} exp(-d_ik)    over negatives N(i),
       L = mean_i log(1 + exp(sum_j w+_ij d_ij - sum_j w-_ij d_ij)).
   As in the code: distances are sqrt(clamp(d^2, 1e-12)), the softmax denominators carry
-  +1e-6, no margin.
+  +1e-6, no margin. log(1 + exp(x)) is computed as ``softplus``: AGW's ``SoftMarginLoss``
+  (and MSO's copy of it, and CAJ/GLMN's ADP) evaluates log(1 + exp(x)) literally, which is
+  inf in float32 for x above about 88.7 (exp overflows) and then poisons the step; softplus
+  gives the same value below that and x (not inf) above. A reference bug we do not copy
+  (benchmarks/fidelity.py shows the values agree on ordinary inputs).
 * HC: Zhu et al., "Hetero-Center Loss for Cross-Modality Person Re-Identification",
   Neurocomputing 2020, Eq. 3; as TSME uses it (heterogeneity_loss.py ``hetero_loss``,
   margin 0, 'l2'): sum over identities of ||c_vis - c_ir||^2 with c the mean embedding of
@@ -115,7 +119,9 @@ def cmcc_loss(features: torch.Tensor, labels: torch.Tensor, is_ir: torch.Tensor)
 
     As MSO: every distance is sqrt(clamp(d^2, min=1e-12)); no margin; mean (not sum) over
     identities; applied to the BNNeck output (``feat_bn``, post-BN, not L2-normalised).
-    log(1 + exp(.)) is computed as ``softplus`` (same value, no overflow).
+    log(1 + exp(.)) is computed as ``softplus``: MSO's loss.py writes
+    ``torch.log(1 + torch.exp(x))``, inf for x above about 88.7 in float32 (a reference bug
+    we do not copy); below that the values are the same.
 
     Deviations: MSO splits the batch into 2P equal chunks (``feats.chunk(label_num * 2)``),
     assuming P contiguous visible identity blocks followed by the same P identities in the

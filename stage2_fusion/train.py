@@ -7,8 +7,9 @@ The loop, top to bottom (torchvision classification reference shape):
    tensors -> device (``non_blocking``);
 3. partners translated on the device by a frozen generator when training on the fly;
 4. batched augmentation on the device (image and partner jointly) -> model -> loss dict;
-5. SGD step (Nesterov, heads at ``lr``, backbone at ``lr * backbone_lr_mult``), AMP
-   (bf16, or fp16 with a GradScaler) on CUDA, channels_last, optional ``torch.compile``;
+5. SGD step (Nesterov, heads at ``lr``, backbone at ``lr * backbone_lr_mult``), AMP on CUDA
+   (``fusion.amp_dtype``: bf16, or fp16 with a GradScaler), channels_last, optional
+   ``torch.compile``;
 6. per epoch: learning-rate schedule (linear warm-up, step decay at milestones),
    TensorBoard + metrics.jsonl, ``last.pt`` (atomic), evaluation every ``eval_every``
    epochs with ``best.pt`` on a new best Rank-1; ``reid.pt`` at the end.
@@ -30,14 +31,14 @@ import numpy as np
 import torch
 
 from common.array_cache import ArraySplit
-from common.augment import ReidTrainAugment, to_float_images
+from common.augment import ReidTrainAugment, imagenet_normalize, to_float_images
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.config import Config, config_section_dict, digest
+from common.config import Config, config_section_dict, digest, test_feature
 from common.errors import UserError
 from common.guard import NonFiniteGuard
 from common.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
-from common.runtime import DistInfo, autocast, epoch_seed, seed_everything
+from common.runtime import DistInfo, amp_plan, autocast, epoch_seed, seed_everything
 from common.samplers import Batch, IdentitySampler
 from stage2_fusion.methods import build_method, build_view_augment
 from stage2_fusion.optim import build_optimizer, build_scheduler
@@ -46,6 +47,7 @@ FINAL_NAME = "reid.pt"
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
 LOG_EVERY = 10
+PROBE_IMAGES = 8  # training images whose eval-mode features the guard checks at the end of each epoch
 
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 # translate(images uint8 (B, H, W, 3), is_ir bool (B,)) -> partners uint8 (B, H, W, 3)
@@ -127,6 +129,31 @@ def _log_test_features(log: RunLog, extra: dict | None, epoch: int, max_points: 
                   ["pid", "modality"], epoch)
 
 
+@torch.no_grad()
+def _probe_features(model: torch.nn.Module, probe: tuple[torch.Tensor, torch.Tensor | None] | None, feature: str) -> torch.Tensor | None:  # pragma: no mutate block
+    """Eval-mode test features of a few training images (the guard's end-of-epoch probe).
+
+    Args:
+        probe: (visible images (b, 3, H, W) float [0, 1], their partners or None), or None
+            when the epoch had no batch.
+        feature: the method's test feature, "pre" or "post".
+
+    Returns:
+        (b, D) float32 features in float32 precision (as tested), or None; the model is left
+        in train mode.
+    """
+    if probe is None:
+        return None
+    images, partners = probe
+    was_training = model.training
+    model.eval()
+    try:
+        pair = None if partners is None else {"vis": imagenet_normalize(partners)}
+        return model.extract({"vis": imagenet_normalize(images)}, pair, feature).float()
+    finally:
+        model.train(was_training)
+
+
 def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:  # pragma: no mutate block
     """Rows ``idx`` of a (memory-mapped) uint8 array, read in file order, returned in ``idx`` order."""
     order = np.argsort(idx, kind="stable")
@@ -193,7 +220,8 @@ def train_fusion(
 
     Raises:
         UserError: missing partners; an existing checkpoint of other settings in ``out_dir``;
-            a diverged loss.
+            a diverged loss, or weights or BatchNorm statistics that became NaN/inf (checked at
+            the end of every epoch, before evaluating or saving).
     """
     dist = options.dist
     out_dir = Path(out_dir)
@@ -214,8 +242,8 @@ def train_fusion(
     augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug,
                                recipe.gray_mix_p)
     view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # MSCMNet, GLMN: their own views
-    use_fp16 = cfg.fusion.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
+    _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype)  # fp16 (asked for, or no bf16): loss scaling
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     start_epoch, best_rank1 = 0, -1.0
     if last.exists():
         state = load_checkpoint(last, "reid", map_location=device)
@@ -252,6 +280,7 @@ def train_fusion(
                 EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if model.needs_partners else None),
                 batch_size=None, shuffle=False, num_workers=options.workers, pin_memory=pin)
             sums: dict[str, torch.Tensor] = {}
+            probe = None
             guard.start_epoch()
             t0 = time.perf_counter()
             for step, (images_u8, partners_u8, labels, idx) in enumerate(loader):
@@ -263,6 +292,7 @@ def train_fusion(
                     if translate is not None:
                         partners_u8 = translate(images_u8, is_ir)  # frozen generator, on the device
                     p = to_float_images(partners_u8, device)
+                probe = (x[:min(n, PROBE_IMAGES)], None if p is None else p[:min(n, PROBE_IMAGES)])  # visible images, before augmentation
                 if view_augment is not None:
                     inputs, pair = view_augment(x, is_visible=~is_ir), None
                 else:
@@ -270,7 +300,7 @@ def train_fusion(
                     inputs = {"vis": x[:n], "ir": x[n:]}
                     pair = None if p is None else {"vis": p[:n], "ir": p[n:]}
                 labels = labels.to(device, non_blocking=True)
-                with autocast(device, cfg.fusion.amp):
+                with autocast(device, cfg.fusion.amp, cfg.fusion.amp_dtype):
                     outputs = step_model(inputs, pair)
                 losses = loss_fn(outputs, labels, is_ir.to(device), recipe)
                 optimizer.zero_grad(set_to_none=True)
@@ -287,6 +317,8 @@ def train_fusion(
                     advance(0, postfix=f"epoch {epoch + 1}/{recipe.epochs} step {step + 1}/{len(sampler)} "
                                        f"loss {mean['total']:.3f} acc {mean['acc']:.2f}")
                 advance(batch_images)
+            # diverged weights, BN statistics or eval-mode features: stop, keeping last.pt of the previous epoch
+            guard.check_state(model, epoch=epoch, probe=_probe_features(model, probe, test_feature(cfg, method)))
             steps = len(sampler)
             good = max(1, steps - guard.skipped_in_epoch)
             record = {f"loss_{k}" if k != "acc" else "train_acc": (v / good).item() for k, v in sums.items()}

@@ -139,3 +139,10 @@ def test_keys_a_method_reads_are_accepted_and_the_written_config_lists_only_thos
     assert cfg.fusion.recipe("agw").gray_mix_p == 0.5 and cfg.fusion.recipe("glmn").adp_square is False
     written = tomllib.loads(dump_config(cfg))["fusion"]["recipes"]
     assert "gray_mix_p" not in written["mscmnet"] and "qct_weight" not in written["agw"] and written["agw"]["gray_mix_p"] == 0.5
+
+
+def test_amp_dtype_is_bf16_in_both_profiles_and_fp16_is_the_references_choice():
+    assert load_config("paper").fusion.amp_dtype == load_config("demo").fusion.amp_dtype == "bf16"
+    assert load_config("paper", overrides={"fusion": {"amp_dtype": "fp16"}}).fusion.amp_dtype == "fp16"
+    with pytest.raises(UserError, match="fusion.amp_dtype 'fp32' is unknown; use bf16 or fp16"):
+        load_config("paper", overrides={"fusion": {"amp_dtype": "fp32"}})

@@ -49,3 +49,22 @@ def test_reranking_with_lambda_one_keeps_the_ranking_and_lambda_below_one_change
     # lambda = 0: the pure Jaccard distance of the k-reciprocal sets ranks differently
     assert any(abs(changed[k]["mean"] - plain[k]["mean"]) > 1e-6 for k in ("rank1", "mean_ap", "minp"))
     assert plain["num_query"] == 24 and plain["num_trials"] == 1
+
+
+def test_features_are_extracted_in_float32_unless_asked(monkeypatch):
+    """The references test in float32 (MSCMNet too, though it trains in fp16): eval.amp = false
+    by default, and evaluation turns autocast on only when asked."""
+    import stage2_fusion.evaluate as evaluate
+    from common.config import load_config
+
+    asked = []
+    real = evaluate.autocast
+    monkeypatch.setattr(evaluate, "autocast", lambda device, enabled, *a: asked.append(enabled) or real(device, enabled, *a))
+    split, model = _split(), PixelFeatures()
+    spec = ProtocolSpec("regdb", direction="v2i")
+    evaluate_protocol(model, split, CPU, spec, show_progress=False)
+    assert asked and not any(asked)
+    asked.clear()
+    evaluate_protocol(model, split, CPU, spec, show_progress=False, amp=True)
+    assert asked and all(asked)
+    assert load_config("paper").eval.amp is False and load_config("demo").eval.amp is False

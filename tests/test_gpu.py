@@ -1,5 +1,6 @@
 """What only a CUDA GPU shows (``pytest -m gpu``; skipped without one; run by
-benchmarks/gpu_check.sh): bf16/fp16 autocast training steps of AGW and TSME, kornia
+benchmarks/gpu_check.sh): bf16/fp16 autocast training steps of AGW and TSME, MSCMNet in
+fp16 with a GradScaler (``fusion.amp_dtype = "fp16"``), kornia
 augmentation on the device, batched pair generation on the device, ``--compile``, and
 CPU vs CUDA agreement of a fixed model's test features."""
 
@@ -34,6 +35,19 @@ def test_agw_trains_under_autocast_on_cuda(sysu_tree, tiny_cfg, tmp_path):
     assert all(torch.isfinite(v.float()).all() for v in weights.values())
     records = [line for line in (tmp_path / "agw" / "metrics.jsonl").read_text().splitlines() if '"fusion"' in line]
     assert len(records) == tiny_cfg.fusion.recipe("agw").epochs
+
+
+def test_mscmnet_trains_in_fp16_with_a_grad_scaler_when_asked(sysu_tree, tmp_path):
+    """fusion.amp_dtype = "fp16": MSCMNet's own precision (train.py autocast fp16 + GradScaler);
+    the scaler state is saved with the run. The default bf16 needs no scaler (empty state)."""
+    for amp_dtype, scaled in (("fp16", True), ("bf16", not torch.cuda.is_bf16_supported())):
+        cfg = load_config("demo", overrides={**TINY_OVERRIDES, "fusion": {**TINY_OVERRIDES["fusion"], "amp_dtype": amp_dtype}})
+        splits = load_splits(cfg, "sysu", sysu_tree, with_test=False)
+        out = tmp_path / amp_dtype / "fusion"
+        reid = train_fusion(cfg, "mscmnet", splits.train, out, CUDA)
+        assert all(torch.isfinite(v.float()).all() for v in _final_weights(reid).values())
+        scaler = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["scaler"]
+        assert ("scale" in scaler) == scaled, (amp_dtype, scaler)
 
 
 def test_tsme_with_pairs_generated_on_cuda(sysu_tree, tiny_cfg, tmp_path):

@@ -99,3 +99,82 @@ def test_gan_training_skips_a_nan_step(sysu_tree, tiny_cfg, tmp_path, monkeypatc
     assert all(torch.isfinite(v.float()).all() for v in state["g_vis2ir"].values())
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"gan"' in line]
     assert [r["nonfinite_steps"] for r in records] == [1, 0]
+
+
+def test_check_state_names_the_first_non_finite_tensor_and_the_checkpoint_kept(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    guard = NonFiniteGuard("stage 2 (mscmnet)", 20, tmp_path / "last.pt")
+    guard.check_state(net, epoch=0)  # finite: nothing happens (the integer num_batches_tracked is not looked at)
+    net[1].running_var[2] = float("nan")
+    with pytest.raises(UserError, match=r"became NaN/inf during epoch 3 \(first: 1\.running_var; 0 step\(s\).*no earlier epoch had finished"):
+        guard.check_state(net, epoch=2)
+    (tmp_path / "last.pt").write_bytes(b"x")
+    net[1].running_var[2] = 1.0
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("inf")
+    with pytest.raises(UserError, match=r"\(first: 0\.weight;.*the last good state \(after epoch 2\) is kept in .*last\.pt"):
+        guard.check_state(net, epoch=2)
+    with torch.no_grad():
+        net[0].weight[0, 0] = 0.5
+    guard.check_state(net, epoch=2, probe=torch.ones(2, 3))
+    with pytest.raises(UserError, match=r"\(first: the test-mode features of training images \(eval mode overflows\);"):
+        guard.check_state(net, epoch=2, probe=torch.tensor([[1.0, float("nan")]]))
+
+
+def test_training_stops_when_a_nan_batch_poisons_the_batchnorm_statistics(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
+    """MSCMNet's failure on a small SYSU copy: a NaN forward leaves the loss step skipped but the
+    running statistics NaN; without the state check the run went on and tested NaN features."""
+    import stage2_fusion.train as trainer
+
+    original, calls = trainer.build_method, {"n": 0}
+
+    def build(name, cfg, num_classes):
+        model, loss_fn = original(name, cfg, num_classes)
+
+        def nan_input(module, args):  # the 5th forward (epoch 2, step 2 of 3) sees NaN images
+            calls["n"] += 1
+            if calls["n"] == 5:
+                return ({k: v * float("nan") for k, v in args[0].items()}, *args[1:])
+            return None
+
+        model.register_forward_pre_hook(nan_input)
+        return model, loss_fn
+
+    monkeypatch.setattr(trainer, "build_method", build)
+    splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
+    out = tmp_path / "run" / "fusion"
+    with pytest.raises(UserError, match=r"stage 2 \(agw\): the weights, BatchNorm statistics or test-mode features became NaN/inf during epoch 2 "
+                                        r"\(first: .*running_(mean|var); 1 step\(s\) with a NaN/inf loss skipped so far\); "
+                                        r"the last good state \(after epoch 1\) is kept in .*last\.pt"):
+        trainer.train_fusion(tiny_cfg, "agw", splits.train, out, CPU)
+    last = load_checkpoint(out / "last.pt", "reid")
+    assert last["epoch"] == 1 and all(torch.isfinite(v.float()).all() for v in last["model"].values())
+    assert not (out / "reid.pt").exists()
+
+
+def test_training_stops_when_eval_mode_overflows_with_finite_weights(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
+    """Finite weights and statistics whose eval-mode activations overflow (MSCMNet's layer3 at
+    1e36 on a tiny SYSU copy): the end-of-epoch probe of test features stops the run."""
+    import stage2_fusion.train as trainer
+
+    original, calls = trainer.build_method, {"n": 0}
+
+    def build(name, cfg, num_classes):
+        model, loss_fn = original(name, cfg, num_classes)
+
+        def skew_statistics(module, args):  # epoch 2: a running mean train mode never uses, finite but absurd
+            calls["n"] += 1
+            if calls["n"] == 4:
+                module.backbone.stems["vis"].bn1.running_mean.fill_(-3e38)
+            return None
+
+        model.register_forward_pre_hook(skew_statistics)
+        return model, loss_fn
+
+    monkeypatch.setattr(trainer, "build_method", build)
+    splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
+    out = tmp_path / "run" / "fusion"
+    with pytest.raises(UserError, match=r"became NaN/inf during epoch 2 \(first: the test-mode features of training images "
+                                        r"\(eval mode overflows\); 0 step\(s\).*kept in .*last\.pt"):
+        trainer.train_fusion(tiny_cfg, "agw", splits.train, out, CPU)
+    assert load_checkpoint(out / "last.pt", "reid")["epoch"] == 1 and not (out / "reid.pt").exists()

@@ -55,7 +55,8 @@ def test_show_ranks_writes_a_readable_grid(two_runs, sysu_tree, tmp_path):
     grid = np.asarray(Image.open(out).convert("RGB"))
     # 3 rows; a query and its gallery: the tiny test gallery holds 4 ids x 4 visible cams = 15 images (pid 12 lacks 2 cams)
     assert grid.shape[0] > 3 * 128 and grid.shape[1] > 10 * 64
-    frames = [tuple(px) for px in grid[24, :]]
+    # the top frame line of each of the 3 rows (title 24 px, cells 128 + 2 * 4 + 30 px high)
+    frames = [tuple(px) for y in (24, 24 + 166, 24 + 2 * 166) for px in grid[y, :]]
     assert GREEN in frames and RED in frames  # right and wrong identities framed
     assert list((two_runs[0] / "tb" / "insight").glob("events.out.tfevents.*"))
     res = CliRunner().invoke(app, ["show-ranks", "--checkpoint", str(two_runs[0] / "fusion" / "reid.pt"), "--dataset", "sysu",

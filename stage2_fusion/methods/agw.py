@@ -72,7 +72,16 @@ class MSONet(AGWNet):
 
     Gao et al., "MSO: Multi-Feature Space Joint Optimization Network for RGB-Infrared
     Person Re-Identification", ACM MM 2021; cjjjao/DIP_work@5d515159 (model.py, PEF.py,
-    loss.py, train.py). The operator is ``recipe.edge`` (MSO edits PEF.py for it).
+    loss.py, train.py). The operator is ``recipe.edge`` (MSO edits PEF.py for it; which
+    kernels our "sobel" and "prewitt" are, and why: :mod:`stage2_fusion.edges`).
+
+    Learning rate: the paper profile uses train.py's argparse default ``--lr 0.0005`` with
+    its Adam (bottleneck and classifier at lr, everything else, the VGG16 of PEF included,
+    at 0.1 lr; x0.1 at epoch 20, x0.01 from 25). MSO's README trains with ``--lr 0.1``, the
+    command of AGW's SGD baseline copied over: with this Adam it would give 0.1 to the
+    heads and 0.01 to the body, far above the rate its Adam line was written for (the
+    argparse help says "0.00035 for adam"). We take the code's default; ``lr`` in
+    ``[fusion.recipes.mso]`` changes it.
     """
 
     method = "mso"

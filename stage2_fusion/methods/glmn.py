@@ -66,11 +66,29 @@ optimiser         SGD, momentum 0.9, Nesterov, weight decay 5e-4, lr 0.1; BN-nec
 schedule          AGW's: lr (e+1)/10 for e < 10, lr for 10-19, 0.1 lr for 20-49, 0.01 lr
                   from 50; epochs 0..100 (``range(start_epoch, 101)``)
 loss              CE + ADP (alpha 1, gamma 1, square, clamp 44) + 0.5 x local (margin 0.3)
-evaluation        every 2 epochs (``epoch > 0 and epoch % 2 == 0``), best by FC Rank-1
+evaluation        every 2 epochs (``epoch > 0 and epoch % 2 == 0``), best by FC Rank-1 (see below)
 seed              0 (``--seed``)
 published         README, SYSU-MM01 all-search 73.04 / 69.71 / 56.62 (R1/mAP/mINP);
                   RegDB 87.14 / 80.65 / 66.83
 ================  ==========================================================================
+
+Evaluation during training and the checkpoint kept, G against ours:
+
+* G (``train_ext_test0.py``): a 0-based loop over epochs 0..100 tests when
+  ``epoch > 0 and epoch % 2 == 0``, i.e. after the 3rd, 5th, ..., 101st epoch (odd 1-based
+  counts), on SYSU-MM01 gallery trial 0 (``random.seed(0)``), without flip (its ``test()``
+  extracts plain features; only ``testa.py`` flips), and saves ``*_best.t`` whenever the FC
+  Rank-1 is ``>=`` the best so far (a tie keeps the later epoch). The README's figures are
+  ``testa.py`` (flip, 10 trials) on such a ``_best.t`` (its example command names one).
+* ours (``eval_every = 2``): after the 2nd, 4th, ..., 100th epoch and the last (101st), on
+  the same trial-0 gallery, with the flip of :meth:`GLMNNet.extract` (``testa.py``'s), in
+  float32, and ``best.pt`` is replaced only on a strictly better Rank-1 (a tie keeps the
+  earlier epoch). So our ``best.pt`` is chosen among other epochs, with another feature,
+  than G's ``_best.t``; both are chosen on the test set (optimistic). We report the last
+  epoch (``reid.pt``) and, labelled optimistic, ``best.pt``.
+* ``testa.py`` scores the unnormalised average of the two normalised features; ours
+  normalises it again (cosine). The ranking of a query can differ where the average's norm
+  differs between gallery images (benchmarks/fidelity.py compares after normalising).
 
 Deviations: the stripe pooling is written for ``num_stripes`` stripes
 (``adaptive_max_pool2d``), the same as G's kernel-(3, W) pooling at 288 x 144 and defined

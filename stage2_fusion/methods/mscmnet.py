@@ -32,11 +32,27 @@ Hua-XC/MSCMNet at commit 5b5f874 (paths relative to that repository):
   image gives two views (``train_transforms_color1/2``), every infrared image two
   (``train_transforms_thermal1/2``): see :class:`MSCMNetAugment`.
 
-What the training loop must do (the lead wires it): augment with :class:`MSCMNetAugment`
+What the training loop does (stage2_fusion/train.py): augment with :class:`MSCMNetAugment`
 (not ``ReidTrainAugment``) and call ``model(augment(x01, is_visible))``; pass the loop's
 usual ``[labels_vis; labels_ir]`` and ``is_ir`` to :func:`mscmnet_loss`, which expands
-them to the four views itself (via ``outputs["source_row"]``); AMP as the code: fp16
-autocast + GradScaler. The recipe is ``[fusion.recipes.mscmnet]`` of the paper profile.
+them to the four views itself (via ``outputs["source_row"]``). The recipe is
+``[fusion.recipes.mscmnet]`` of the paper profile.
+
+Precision: the code trains under fp16 autocast with a GradScaler (train.py
+``amp.autocast(enabled=True)``, ``amp.GradScaler()``) and tests in float32 (test.py has no
+autocast). Our loop autocasts to ``fusion.amp_dtype``: "bf16" by default in both profiles
+(no scaler; fp16 + GradScaler on GPUs without bf16), "fp16" for the code's own fp16 +
+GradScaler; evaluation runs in float32 unless ``eval.amp`` asks otherwise. On the CPU
+everything is float32. benchmarks/fidelity.py compares this module with the code in float32.
+
+The published training log does not match the released recipe: the code drops the
+learning rate at epochs 25, 90 and 120 over 150 epochs (build_lrscheduler.py, train.py),
+while result/log/sysu_log/sysu_mscm_p4_n6_lr_0.1_seed_0_os.txt drops it at epoch 80, not
+90, and stops at epoch 114 (its best epoch is 95). We follow the released code; the README's
+figures may come from the logged run. They are those of the checkpoint with the best
+Rank-1 of its per-epoch test on one gallery draw (trial 0): train.py saves ``*_best.t`` and
+test.py loads ``sysu_mscm_p4_n6_lr_0.1_seed_0_best.t`` by default. We report the last epoch
+(``reid.pt``) and, labelled optimistic, ``best.pt`` (chosen the same way).
 """
 
 from __future__ import annotations

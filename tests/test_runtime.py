@@ -1,0 +1,28 @@
+"""common.runtime: the mixed-precision plan of a run (autocast dtype, GradScaler)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.runtime import amp_plan, autocast
+
+CUDA = torch.device("cuda")  # a device object only: nothing here runs on a GPU
+
+
+@pytest.mark.parametrize("bf16_supported", [True, False])
+def test_amp_plan_gives_fp16_with_a_scaler_when_asked_or_when_bf16_is_missing(monkeypatch, bf16_supported):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    assert amp_plan(CUDA, True, "fp16") == (torch.float16, True)  # MSCMNet's train.py: fp16 autocast + GradScaler
+    expected_bf16 = (torch.bfloat16, False) if bf16_supported else (torch.float16, True)
+    assert amp_plan(CUDA, True, "bf16") == expected_bf16
+    assert amp_plan(CUDA, False, "fp16") == (None, False)
+
+
+def test_amp_plan_keeps_the_cpu_in_float32_and_refuses_other_dtypes():
+    cpu = torch.device("cpu")
+    assert amp_plan(cpu, True, "fp16") == (None, False)
+    with autocast(cpu, True, "bf16"):
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="amp_dtype must be 'bf16' or 'fp16', got 'fp32'"):
+        amp_plan(cpu, True, "fp32")
