@@ -790,8 +790,11 @@ class TSMEAdapter(MethodAdapter):
         return inputs, {k: losses[k] for k in ("id", "hc", "total")}
 
 
-class MSCMNetAdapter(MethodAdapter):
-    """MSCMNet (``MSCMNet`` + ``mscmnet_loss``) vs its model.py ``embed_net``, loss.py ``QuarCenterTripletLoss``, train.py."""
+class MSCMNetAdapter(AGWAdapter):
+    """MSCMNet (``MSCMNet`` + ``mscmnet_loss``) vs its model.py ``embed_net``, loss.py ``QuarCenterTripletLoss``, train.py.
+
+    Its model.py is AGW's with augmented-view stems and MIMB blocks added: it loads, builds,
+    maps the shared parts and reads test features as :class:`AGWAdapter` does."""
 
     method = "mscmnet"
     size = (384, 192)  # model.py hard-codes the MIMB token width 288 = 24 x 12 (layer3 at 384 x 192)
@@ -808,24 +811,11 @@ class MSCMNetAdapter(MethodAdapter):
         if size != self.size:
             raise UserError(f"--size {size[0]}x{size[1]}: MSCMNet's model.py hard-codes 384x192 (MIMB tokens of 24 x 12); pass 384x192")
 
-    def load(self, load, patches):
-        mods = {"model": load("model"), "loss": load("loss")}
-        patch_resnet_download(patches, mods["model"], "model.py")
-        return mods
-
-    def build_reference(self, mods, num_classes, patches):
-        return mods["model"].embed_net(num_classes, no_local="on", gm_pool="on")
-
     def rules(self):
-        rules = [
-            (r"backbone\.stems\.vis\.(.+)", r"visible_module.visible.\1"),
+        return [
+            *super().rules(),
             (r"backbone\.stems\.vis_aug\.(.+)", r"visible_moduleA.visible.\1"),
-            (r"backbone\.stems\.ir\.(.+)", r"thermal_module.thermal.\1"),
             (r"backbone\.stems\.ir_aug\.(.+)", r"thermal_moduleA.thermal.\1"),
-            (r"backbone\.(layer[1-4]\..+)", r"base_resnet.base.\1"),
-            *nonlocal_rules("backbone.nonlocal_layer", "NL_"),
-            (r"bnneck\.bn\.(.+)", r"bottleneck.\1"),
-            (r"bnneck\.classifier\.weight", r"classifier.weight"),
             (r"mimb\.blocks\.(\d)\.narrow\.(.+)", r"layerATT\1.ATT_narrow.\2"),
             (r"mimb\.blocks\.(\d)\.broad\.(.+)", r"layerATT\1.ATT_broad.\2"),
             (r"mimb\.blocks\.(\d)\.(ln_1|ln_2|attn|mlp)\.(.+)", r"layerATT\1.\2.\3"),
@@ -833,13 +823,9 @@ class MSCMNetAdapter(MethodAdapter):
             (r"mimb\.blocks\.([01])\.resize\.(.+)", r"layerATT\1.ATT_narrow1.\2"),  # guides at H/4
             (r"mimb\.blocks\.2\.resize\.(.+)", r"layerATT2.ATT_narrow2.\1"),  # guide at H/8
         ]
-        return rules
 
     def reference_features(self, ref, b):
         return _agw_family_features(lambda m, x: ref(x, x, x, x, modal=1 if m == "vis" else 2), None, b)
-
-    def our_features(self, model, b):
-        return _agw_family_features(None, model, b)
 
     def reference_train(self, ref, mods, b):
         feat, logits = ref(b.x["vis"], b.x["vis_aug"], b.x["ir"], b.x["ir_aug"])

@@ -121,9 +121,10 @@ def test_check_state_names_the_first_non_finite_tensor_and_the_checkpoint_kept(t
         guard.check_state(net, epoch=2, probe=torch.tensor([[1.0, float("nan")]]))
 
 
-def test_training_stops_when_a_nan_batch_poisons_the_batchnorm_statistics(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
-    """MSCMNet's failure on a small SYSU copy: a NaN forward leaves the loss step skipped but the
-    running statistics NaN; without the state check the run went on and tested NaN features."""
+def _before_forward(monkeypatch, call: int, act) -> None:
+    """Make every stage-2 model built from now on run ``act(model, args)`` just before its
+    ``call``-th forward pass (1-based); what ``act`` returns replaces the forward's arguments
+    (None keeps them)."""
     import stage2_fusion.train as trainer
 
     original, calls = trainer.build_method, {"n": 0}
@@ -131,16 +132,23 @@ def test_training_stops_when_a_nan_batch_poisons_the_batchnorm_statistics(sysu_t
     def build(name, cfg, num_classes):
         model, loss_fn = original(name, cfg, num_classes)
 
-        def nan_input(module, args):  # the 5th forward (epoch 2, step 2 of 3) sees NaN images
+        def hook(module, args):
             calls["n"] += 1
-            if calls["n"] == 5:
-                return ({k: v * float("nan") for k, v in args[0].items()}, *args[1:])
-            return None
+            return act(module, args) if calls["n"] == call else None
 
-        model.register_forward_pre_hook(nan_input)
+        model.register_forward_pre_hook(hook)
         return model, loss_fn
 
     monkeypatch.setattr(trainer, "build_method", build)
+
+
+def test_training_stops_when_a_nan_batch_poisons_the_batchnorm_statistics(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
+    """MSCMNet's failure on a small SYSU copy: a NaN forward leaves the loss step skipped but the
+    running statistics NaN; without the state check the run went on and tested NaN features."""
+    import stage2_fusion.train as trainer
+
+    # the 5th forward (epoch 2, step 2 of 3) sees NaN images
+    _before_forward(monkeypatch, 5, lambda model, args: ({k: v * float("nan") for k, v in args[0].items()}, *args[1:]))
     splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
     out = tmp_path / "run" / "fusion"
     with pytest.raises(UserError, match=r"stage 2 \(agw\): the weights, BatchNorm statistics or test-mode features became NaN/inf during epoch 2 "
@@ -157,21 +165,10 @@ def test_training_stops_when_eval_mode_overflows_with_finite_weights(sysu_tree, 
     1e36 on a tiny SYSU copy): the end-of-epoch probe of test features stops the run."""
     import stage2_fusion.train as trainer
 
-    original, calls = trainer.build_method, {"n": 0}
+    def skew_statistics(model, args):  # epoch 2: a running mean train mode never uses, finite but absurd
+        model.backbone.stems["vis"].bn1.running_mean.fill_(-3e38)
 
-    def build(name, cfg, num_classes):
-        model, loss_fn = original(name, cfg, num_classes)
-
-        def skew_statistics(module, args):  # epoch 2: a running mean train mode never uses, finite but absurd
-            calls["n"] += 1
-            if calls["n"] == 4:
-                module.backbone.stems["vis"].bn1.running_mean.fill_(-3e38)
-            return None
-
-        model.register_forward_pre_hook(skew_statistics)
-        return model, loss_fn
-
-    monkeypatch.setattr(trainer, "build_method", build)
+    _before_forward(monkeypatch, 4, skew_statistics)
     splits = load_splits(tiny_cfg, "sysu", sysu_tree, with_test=False)
     out = tmp_path / "run" / "fusion"
     with pytest.raises(UserError, match=r"became NaN/inf during epoch 2 \(first: the test-mode features of training images "
