@@ -45,6 +45,30 @@ def save_checkpoint(path: Path, kind: str, payload: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda fh: fh.write(buffer.getbuffer()))
 
 
+def read_tensor_file(path: Path, what: str, fix: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so that a
+    file cannot run code when it is read; every way it can fail becomes one line.
+
+    Args:
+        path: an existing file (checkpoint, torchvision weights, the demo's stand-in).
+        what: what the file is, for the message ("checkpoint", "pretrained weights").
+        fix: what to pass instead, appended to a refusal of a file holding Python objects.
+
+    Raises:
+        UserError: the file holds Python objects other than tensors and plain containers
+            (unpickling it could run code), or is truncated or not a PyTorch file.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # torch's WeightsUnpickler met a class or function: code
+            raise UserError(f"{what} {path} holds Python objects other than tensors and plain containers; it is refused "
+                            f"because unpickling it could run code: {fix}") from None
+        raise UserError(f"{what} {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{what} {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
+
+
 def load_checkpoint(path: Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` and check its kind.
 
@@ -55,16 +79,8 @@ def load_checkpoint(path: Path, kind: str, map_location: str | torch.device = "c
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass the .pt file written by {KINDS[kind].split('(')[1].rstrip(')')}")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only" in str(exc):
-            raise UserError(f"checkpoint {path} holds Python objects other than tensors and plain containers; it is refused "
-                            "because unpickling it could run code (this pipeline never writes such files): use a checkpoint "
-                            "written by this pipeline") from None
-        raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); it is truncated or not a PyTorch file") from None
+    data = read_tensor_file(path, "checkpoint", "use a checkpoint written by this pipeline (it never writes such files)",
+                            map_location=map_location)
     if not isinstance(data, dict) or "kind" not in data:
         raise UserError(f"{path} is not a checkpoint of this pipeline; pass {KINDS[kind]}")
     if data["kind"] != kind:

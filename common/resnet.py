@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.checkpoint import read_tensor_file
 from common.errors import UserError
 
 EXPANSION = 4
@@ -173,10 +174,7 @@ def load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         UserError: if the file cannot be read or is not a ResNet state dict.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise UserError(f"pretrained weights {path} cannot be read ({exc}); pass a torchvision ResNet-50 .pth file") from None
+    state = read_tensor_file(path, "pretrained weights", "pass torchvision's resnet50-0676ba61.pth or the demo's stand-in")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or "conv1.weight" not in state or not any(str(k).startswith("layer4.") for k in state):

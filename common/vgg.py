@@ -10,12 +10,12 @@ through the same code.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from common.checkpoint import read_tensor_file
 from common.errors import UserError
 
 VGG16_FILE = "vgg16-397923af.pth"
@@ -62,10 +62,7 @@ def read_vgg16_state(path: Path) -> dict:
             f"VGG16 weights {path} not found; download {VGG16_URL} (torchvision VGG16_Weights.IMAGENET1K_V1) "
             "on a machine with internet, copy it here and pass its path, or pass none for a random VGG16"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise UserError(f"VGG16 weights {path} cannot be read ({type(exc).__name__}); pass torchvision's {VGG16_FILE}") from None
+    state = read_tensor_file(path, "VGG16 weights", f"pass torchvision's {VGG16_FILE} or the demo's stand-in")
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a torchvision VGG16 state dict; pass {VGG16_FILE}")
     return state

@@ -91,3 +91,26 @@ def test_none_loads_nothing_and_wrong_sizes_are_refused_in_one_line(weights, tmp
     with pytest.raises(UserError, match=r"do not fit the re-ID backbone \(layer2\.1\..* is not in the file\)"):
         deeper.load_imagenet(str(path))
     assert all(torch.equal(v, before[k]) for k, v in deeper.state_dict().items()), "nothing loaded in part"
+
+
+class _Pickled:
+    """Not a tensor: a file holding it would run code on load."""
+
+
+def test_reading_a_resnet_file_unwraps_drops_fc_and_refuses_what_is_not_one(weights, tmp_path):
+    from common.resnet import load_resnet_state
+
+    path, state = weights
+    read = load_resnet_state(path)
+    assert set(read) == {k for k in state if not k.startswith("fc.")} and "fc.weight" in state
+    assert all(torch.equal(read[k], state[k]) for k in read)
+    torch.save({"state_dict": state, "epoch": 90}, tmp_path / "wrapped.pth")  # a training checkpoint around the weights
+    wrapped = load_resnet_state(tmp_path / "wrapped.pth")
+    assert wrapped.keys() == read.keys() and all(torch.equal(wrapped[k], read[k]) for k in read)
+    no_stem = {k: v for k, v in state.items() if not k.startswith("conv1.")}
+    torch.save(no_stem, tmp_path / "no_stem.pth")  # layer4 alone is not enough
+    with pytest.raises(UserError, match="not a torchvision ResNet state dict"):
+        load_resnet_state(tmp_path / "no_stem.pth")
+    torch.save({**state, "extra": _Pickled()}, tmp_path / "code.pth")
+    with pytest.raises(UserError, match="code.pth holds Python objects .* unpickling it could run code: pass torchvision's"):
+        load_resnet_state(tmp_path / "code.pth")
