@@ -217,6 +217,14 @@ def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path
         for name in a[net]:
             assert torch.equal(a[net][name], b[net][name]), (net, name)
 
+    # killed after the last epoch's last.pt but before gan.pt: the resume runs no epoch and
+    # still writes the same gan.pt (it crashed with an UnboundLocalError on CI)
+    resumed.unlink()
+    again = torch.load(stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU), weights_only=False)
+    for net in ("g_vis2ir", "g_ir2vis", "d_ir", "d_vis"):
+        for name in a[net]:
+            assert torch.equal(a[net][name], again[net][name]), (net, name)
+
 
 def test_run_all_when_every_identity_has_fewer_infrared_images_than_k(tmp_path):
     """A SYSU-MM01-layout copy with 4 infrared (and 8 visible) images per identity, the TSME
