@@ -91,6 +91,11 @@ def test_resumed_fusion_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_p
     wb = torch.load(resumed, weights_only=False)["model"]
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
+    # killed between the last epoch's last.pt and reid.pt: the resume runs no epoch, same reid.pt
+    resumed.unlink()
+    wc = torch.load(train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "b" / "fusion", CPU), weights_only=False)["model"]
+    for name in wa:
+        assert torch.equal(wa[name], wc[name]), name
 
 
 def test_generate_pairs_resume_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path):
