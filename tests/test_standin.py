@@ -45,6 +45,33 @@ def test_builds_torchvision_layout_files_once_and_records_them(tmp_path):
     assert set(other.values()).isdisjoint(paths.values()), "another seed is another stand-in"
 
 
+def test_cache_key_follows_every_input(tmp_path, monkeypatch):
+    """A stand-in's file name changes with anything that changes its weights (architecture,
+    training size, each recipe field, demo version, optimiser) and only then: an old file is
+    never loaded for a new recipe."""
+    import dataclasses
+
+    from common.config import PretrainConfig
+    from common.datasets import demo
+
+    spec = standin.StandinSpec("resnet", (32, 16), (1, 1, 1, 1), 8)
+    recipe = PretrainConfig()
+    base = standin.standin_path(spec, recipe, tmp_path)
+    assert base == standin.standin_path(standin.StandinSpec("resnet", (32, 16), (1, 1, 1, 1), 8), PretrainConfig(), tmp_path)
+    assert base.parent == tmp_path and base.suffix == ".pth"
+    others = [standin.standin_path(dataclasses.replace(spec, base_width=16), recipe, tmp_path),
+              standin.standin_path(dataclasses.replace(spec, size=(64, 32)), recipe, tmp_path),
+              standin.standin_path(standin.StandinSpec("vgg16", (32, 16), width_divisor=8), recipe, tmp_path)]
+    others += [standin.standin_path(spec, dataclasses.replace(recipe, **{f.name: getattr(recipe, f.name) * 2}), tmp_path)
+               for f in dataclasses.fields(recipe) if f.name != "seed"]
+    monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION + 1)
+    others.append(standin.standin_path(spec, recipe, tmp_path))
+    monkeypatch.undo()
+    monkeypatch.setattr(standin, "_recipe", lambda s: {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "momentum": 0.9})
+    others.append(standin.standin_path(spec, recipe, tmp_path))
+    assert len({base, *others}) == len(others) + 1, "every input must change the key"
+
+
 def test_vgg16_batchnorm_folds_into_plain_convolutions():
     """The VGG16 stand-in trains with BatchNorm; its file is the plain layout, and that plain
     network computes what the BatchNorm network computes in eval mode."""
