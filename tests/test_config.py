@@ -54,6 +54,13 @@ def test_paper_profile_refuses_to_train_without_a_choice_of_imagenet_weights():
     with pytest.raises(UserError, match=r"fusion\.vgg16 is 'required'.*--vgg16 PATH.*--vgg16 none"):
         require_pretrained_choice(chosen, gan=True, vgg16=True)  # MSO's PEF: a VGG16 choice too
     require_pretrained_choice(chosen, gan=True, vgg16=False)  # a method without PEF does not need one
+    # which methods need that VGG16: an edge operator with MSO's PEF loss, not our 'fuse' loss
+    from common.config import uses_pef
+
+    assert uses_pef(paper, "mso") and not uses_pef(paper, "agw") and not uses_pef(paper, "tsme")
+    assert not uses_pef(paper, "no-such-method")
+    fused = load_config("paper", overrides={"fusion": {"recipes": {"mso": {"edge_loss": "fuse"}}}})
+    assert fused.fusion.recipe("mso").edge != "none" and not uses_pef(fused, "mso")
     # a trained model is rebuilt without reading any ImageNet file
     rebuilt = for_inference(load_config("paper", overrides={"fusion": {"backbone": {"pretrained": "/gone/resnet50.pth"}}}))
     assert rebuilt.fusion.backbone.pretrained == "none" and rebuilt.gan.pretrained == "none"
