@@ -15,7 +15,7 @@ modality, best of ``--repeats``:
 
 Both use ``--threads`` threads (default: PyTorch's default). It prints, per method, the two
 rates in images/s, their ratio (onnxruntime / extract) and the largest feature difference;
-the last line is the ratio of the last method.
+the last line is that ratio (for several methods, the geometric mean of their ratios).
 
     python benchmarks/bench_extract.py --profile demo --method agw,tsme,mso,mscmnet,glmn
     python benchmarks/bench_extract.py --profile paper --method tsme --device cuda --images 512
@@ -24,7 +24,7 @@ the last line is the ratio of the last method.
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import sys
 import tempfile
 import time
@@ -136,8 +136,8 @@ def main() -> None:
     ratios = [bench_method(method, args, device) for method in methods]
     if len(ratios) == 1:
         print(f"onnxruntime / extract: {ratios[0]:.2f}x")
-    else:  # one figure for several methods: the geometric mean of their ratios (the last one alone, before)
-        print(f"onnxruntime / extract, geometric mean over {len(ratios)} methods: {math.prod(ratios) ** (1 / len(ratios)):.2f}x")
+    else:  # one figure for several methods: the geometric mean of their ratios
+        print(f"onnxruntime / extract, geometric mean over {len(ratios)} methods: {statistics.geometric_mean(ratios):.2f}x")
 
 
 if __name__ == "__main__":

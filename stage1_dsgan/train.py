@@ -263,8 +263,8 @@ def train_gan(
             })
         model.eval()
         # a fixed, unaugmented batch: the loop may not have run at all (resumed after the last epoch)
-        fixed_vis = to_gan_domain(to_float_images(torch.from_numpy(train.images[np.sort(vis_idx[:4])]), device))
-        fixed_ir = to_gan_domain(to_float_images(torch.from_numpy(train.images[np.sort(ir_idx[:4])]), device))
+        fixed_vis = to_gan_domain(to_float_images(torch.from_numpy(train.images[vis_idx[:4]]), device))  # indices ascending
+        fixed_ir = to_gan_domain(to_float_images(torch.from_numpy(train.images[ir_idx[:4]]), device))
         log.image_grid("final_vis_fakeir_cycled__ir_fakevis_cycled", _sample_grid(model, fixed_vis, fixed_ir), g.epochs * steps)
 
     save_checkpoint(final, "dsgan", {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from common.config import load_config
@@ -89,13 +91,12 @@ def test_resumed_fusion_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_p
     resumed = train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "b" / "fusion", CPU)
     wa = torch.load(full, weights_only=False)["model"]
     wb = torch.load(resumed, weights_only=False)["model"]
-    for name in wa:
-        assert torch.equal(wa[name], wb[name]), name
     # killed between the last epoch's last.pt and reid.pt: the resume runs no epoch, same reid.pt
     resumed.unlink()
     wc = torch.load(train_fusion(tiny_cfg, "agw", splits.train, tmp_path / "b" / "fusion", CPU), weights_only=False)["model"]
-    for name in wa:
-        assert torch.equal(wa[name], wc[name]), name
+    for label, got in (("resumed", wb), ("resumed after the last epoch", wc)):
+        for name in wa:
+            assert torch.equal(wa[name], got[name]), (label, name)
 
 
 def test_generate_pairs_resume_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path):
@@ -218,17 +219,58 @@ def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path
         stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
     resumed = stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU)
     a, b = torch.load(full, weights_only=False), torch.load(resumed, weights_only=False)
-    for net in ("g_vis2ir", "g_ir2vis", "d_ir", "d_vis"):
-        for name in a[net]:
-            assert torch.equal(a[net][name], b[net][name]), (net, name)
-
     # killed after the last epoch's last.pt but before gan.pt: the resume runs no epoch and
     # still writes the same gan.pt (it crashed with an UnboundLocalError on CI)
     resumed.unlink()
     again = torch.load(stage_train_gan(tiny_cfg, splits, tmp_path / "b", CPU), weights_only=False)
-    for net in ("g_vis2ir", "g_ir2vis", "d_ir", "d_vis"):
-        for name in a[net]:
-            assert torch.equal(a[net][name], again[net][name]), (net, name)
+    for label, got in (("resumed", b), ("resumed after the last epoch", again)):
+        for net in ("g_vis2ir", "g_ir2vis", "d_ir", "d_vis"):
+            for name in a[net]:
+                assert torch.equal(a[net][name], got[net][name]), (label, net, name)
+    # and logs the same final image grid: the last generators on a fixed batch of training images
+    tag = "gan/final_vis_fakeir_cycled__ir_fakevis_cycled"
+    final_a, final_b = (_tensorboard_images(run / "tb" / "gan", tag) for run in (tmp_path / "a", tmp_path / "b"))
+    assert len(final_a) == 1 and len(final_b) == 2  # b: once when its training ended, once on the empty resume
+    assert final_a[0] == final_b[0] == final_b[1]
+    # its rows 1 and 4 are real training images as the GAN sees them (BT.601 gray), not augmented
+    grid = np.asarray(Image.open(io.BytesIO(final_b[1])).convert("RGB"), np.float64)  # (6 (H + 2) + 2, 4 (W + 2) + 2, 3)
+    h, w = tiny_cfg.data.height, tiny_cfg.data.width
+    gray = np.asarray(splits.train.images, np.float64) @ np.array([0.299, 0.587, 0.114])  # (N, H, W)
+    def tile(row: int, col: int) -> np.ndarray:
+        return grid[2 + row * (h + 2) : 2 + row * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w]
+
+    shown = []  # the visible training image in each column of row 1
+    for row, modality in ((0, ~splits.train.is_ir), (3, splits.train.is_ir)):
+        for col in range(4):
+            assert np.ptp(tile(row, col), axis=-1).max() == 0  # three equal channels
+            distance = np.abs(gray[modality] - tile(row, col)[None, :, :, 0]).max(axis=(1, 2))
+            assert distance.min() <= 1.5, (row, col)
+            if row == 0:
+                shown.append(np.flatnonzero(modality)[distance.argmin()])
+    # row 2 is the last epoch's visible -> infrared generator on those images, in eval mode
+    from common.augment import to_float_images, to_gan_domain
+    from stage1_dsgan.networks import build_dsgan
+
+    model = build_dsgan(tiny_cfg.gan)
+    model.load_state_dict(torch.load(tmp_path / "b" / "gan" / "last.pt", weights_only=False)["model"])
+    with torch.no_grad():
+        fake = model.eval().g_vis2ir(to_gan_domain(to_float_images(torch.from_numpy(splits.train.images[shown]), CPU)))
+    expected = fake.add(1).div(2).clamp(0, 1).mul(255).numpy()  # (4, 3, H, W)
+    for col in range(4):
+        assert np.abs(tile(1, col).transpose(2, 0, 1) - expected[col]).max() <= 1.5, col
+
+
+def _tensorboard_images(folder, tag: str) -> list[bytes]:
+    """The encoded images logged under ``tag`` in every event file of ``folder``, oldest first."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = []
+    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda f: f.stat().st_mtime_ns):
+        acc = EventAccumulator(str(events), size_guidance={"images": 0})
+        acc.Reload()
+        if tag in acc.Tags()["images"]:
+            images += [e.encoded_image_string for e in acc.Images(tag)]
+    return images
 
 
 def test_run_all_when_every_identity_has_fewer_infrared_images_than_k(tmp_path):

@@ -67,7 +67,8 @@ def test_cache_key_follows_every_input(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION + 1)
     others.append(standin.standin_path(spec, recipe, tmp_path))
     monkeypatch.undo()
-    monkeypatch.setattr(standin, "_recipe", lambda s: {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "momentum": 0.9})
+    recipe_of = standin._recipe
+    monkeypatch.setattr(standin, "_recipe", lambda s: {**recipe_of(s), "lr": recipe_of(s)["lr"] / 2})
     others.append(standin.standin_path(spec, recipe, tmp_path))
     assert len({base, *others}) == len(others) + 1, "every input must change the key"
 
