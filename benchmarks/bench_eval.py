@@ -5,16 +5,16 @@ images over cameras 3 and 6; 301 (identity, visible camera) pairs with 10-35 ima
 so a 10-shot all-search gallery has 3010 images) and random 2048-d features with an
 identity signal, all from fixed seeds. Then:
 
-1. times ``common.metrics.evaluate_ranking`` (with the SYSU camera-3/camera-2 ignore mask,
+1. times ``common.evaluation.metrics.evaluate_ranking`` (with the SYSU camera-3/camera-2 ignore mask,
    whose construction is included) against a plain per-query reference written below in
    the shape of AGW's ``eval_sysu`` (repo ``mangye16/Cross-Modal-Re-ID-baseline``,
    ``eval_metrics.py``: sort the whole matrix, then per query remove, collapse repeated
    ids with ``np.unique``, and compute AP/INP, here with numpy inside each query and a
    stable sort), on the 3803 x 3010 multi-shot distance matrix (float64, as AGW's
    ``test.py`` computes it), and checks CMC/mAP/mINP agree to 1e-6. ``evaluate_ranking``
-   scans its chunks with up to two threads (``common.metrics._MAX_WORKERS``); it is also
+   scans its chunks with up to two threads (``common.evaluation.metrics._MAX_WORKERS``); it is also
    timed with one thread, and on features without any identity signal (its worst case:
-   a good ranking lets it skip work, see ``common.metrics``), for information;
+   a good ranking lets it skip work, see ``common.evaluation.metrics``), for information;
 2. times a full 10-trial single-shot all-search test from extracted (float32) features:
    gallery draws and masks (``sysu_trials``), distances, metrics and the summary.
 
@@ -42,9 +42,9 @@ try:
 except ImportError:  # run as a script from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import metrics
-from common.metrics import RankingMetrics, evaluate_ranking, summarize
-from common.protocols import (
+from common.evaluation import metrics
+from common.evaluation.metrics import RankingMetrics, evaluate_ranking, summarize
+from common.evaluation.protocols import (
     SYSU_INFRARED_CAMS,
     SYSU_VISIBLE_CAMS,
     sysu_gallery,

@@ -26,7 +26,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.array_cache import ArraySplit
+from common.data.array_cache import ArraySplit
 from common.checkpoint import save_checkpoint
 from common.config import config_section_dict, load_config
 from common.runtime import resolve_device

@@ -47,13 +47,13 @@ except ImportError:  # running from a checkout without installing
 from PIL import Image
 from torchvision import transforms as T
 
-from common.array_cache import load_split
-from common.augment import IMAGENET_MEAN, IMAGENET_STD, ReidTrainAugment, to_float_images
+from common.data.array_cache import load_split
+from common.data.augment import IMAGENET_MEAN, IMAGENET_STD, ReidTrainAugment, to_float_images
 from common.config import load_config
 from common.datasets import load_dataset
-from common.datasets.demo import make_demo
+from common.demo.writing import make_demo
 from common.runtime import autocast, resolve_device
-from common.samplers import IdentitySampler
+from common.data.samplers import IdentitySampler
 from stage2_fusion.train import EpochBatches, build_for_training
 
 
@@ -110,7 +110,7 @@ def run_tsme(cfg, split, sampler, device, args, tmp: Path) -> tuple[float, float
     """TSME steps/s with partners from a pair cache and with on-the-fly translation."""
     from common.checkpoint import save_checkpoint
     from common.config import config_section_dict
-    from common.pair_cache import open_pair_cache
+    from common.data.pair_cache import open_pair_cache
     from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
     from stage1_dsgan.networks import build_dsgan
 

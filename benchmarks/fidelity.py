@@ -97,7 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.augment import imagenet_normalize
+from common.data.augment import imagenet_normalize
 from common.config import load_config
 from common.errors import UserError
 from stage2_fusion.edges import gray_from_normalized

@@ -30,9 +30,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.datasets.demo import aligned_path, read_demo_info  # noqa: E402
+from common.demo.writing import aligned_path, read_demo_info  # noqa: E402
 from common.datasets.sysu import read_id_list  # noqa: E402
-from common.images import read_image, to_grayscale_bt601  # noqa: E402
+from common.data.images import read_image, to_grayscale_bt601  # noqa: E402
 from stage1_dsgan.evaluate import _translate_all  # noqa: E402
 from stage1_dsgan.generate import load_generators, make_translator  # noqa: E402
 

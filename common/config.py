@@ -86,7 +86,7 @@ class GanConfig:
         disc_widths: PatchGAN discriminator widths (TSME: 128, 128, 256, 512).
         pretrained: path of a torchvision ResNet-50 state dict for the encoders, "imagenet"
             (the torchvision weights cache), "demo-standin" (the demo's ImageNet stand-in,
-            :mod:`common.standin`), "none" (from scratch) or "required" (the paper profile:
+            :mod:`common.demo.standin`), "none" (from scratch) or "required" (the paper profile:
             training refuses to start until a path or "none" is given).
         epochs, decay_start_epoch: constant learning rate until ``decay_start_epoch``,
             then linear decay to zero at ``epochs`` (CycleGAN schedule).
@@ -138,7 +138,7 @@ class BackboneConfig:
             runs 1, 0 means C / 2 (the non-local paper's choice).
         pretrained: path of a torchvision ResNet-50 state dict, "imagenet" (the
             torchvision weights cache), "demo-standin" (the demo's ImageNet stand-in,
-            :mod:`common.standin`), "none" (from scratch) or "required" (the paper profile:
+            :mod:`common.demo.standin`), "none" (from scratch) or "required" (the paper profile:
             training refuses to start until a path or "none" is given).
     """
 
@@ -173,7 +173,7 @@ class RecipeConfig:
         pad, flip_p, erasing_p, channel_aug, gray_mix_p: augmentation (zero-pad + random
             crop, horizontal flip probability, random erasing probability, CAJ channel
             exchange on/off, probability of the random-projection grayscale of visible
-            images, :func:`common.augment.random_gray_mix`).
+            images, :func:`common.data.augment.random_gray_mix`).
         id_weight, wrt_weight, hc_weight: loss weights (identity cross-entropy,
             weighted-regularisation triplet (GLMN: its ADP triplet), hetero-centre).
         edge: MSO's edge operator at the stems, "none", "laplace", "sobel" or "prewitt"
@@ -252,7 +252,7 @@ class FusionConfig:
             fused heads only).
         vgg16: VGG16 weights for MSO's PEF loss: a local path of torchvision's ImageNet
             VGG16 (``vgg16-397923af.pth``), "demo-standin" (the demo's stand-in,
-            :mod:`common.standin`), "none" or "" (random initialisation: not MSO's setting;
+            :mod:`common.demo.standin`), "none" or "" (random initialisation: not MSO's setting;
             said at training start) or "required" (the paper profile: a run whose method uses
             PEF refuses to start until a path or "none" is given).
         seed: random seed.
@@ -325,7 +325,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The demo's ImageNet stand-in (:mod:`common.standin`), used where a weights key is
+    """The demo's ImageNet stand-in (:mod:`common.demo.standin`), used where a weights key is
     ``"demo-standin"``.
 
     Attributes:
@@ -649,8 +649,8 @@ def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True, vg
     Raises:
         UserError: naming the key and both ways out.
     """
-    from common.resnet import PRETRAINED_REQUIRED, pretrained_required_message
-    from common.vgg import VGG16_URL
+    from common.nets.resnet import PRETRAINED_REQUIRED, pretrained_required_message
+    from common.nets.vgg import VGG16_URL
 
     if gan and cfg.gan.pretrained == PRETRAINED_REQUIRED:
         raise UserError(pretrained_required_message("gan.pretrained"))

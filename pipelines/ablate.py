@@ -14,7 +14,7 @@ Each *variant* is a method plus modifiers, written ``<method>[-<modifier>]*``:
 | ``mso-sobel`` ... | a method with an edge operator (laplace, sobel, prewitt), ``-magnitude`` |
 |                 | for kornia's edge magnitude, ``-fuse`` for the edge embedding instead of PEF |
 | ``-graymix``    | ours: visible images replaced by a random grey projection with p = 0.5  |
-|                 | (agw, mso, tsme; ``common.augment.random_gray_mix``)                    |
+|                 | (agw, mso, tsme; ``common.data.augment.random_gray_mix``)                    |
 | ``-grayout``    | ours: the DSGAN generates one grey channel (``gan.out_channels = 1``)   |
 | ``-twosample``  | ours: the DSGAN epoch chosen by the two-sample test, not the last one   |
 | ``-nosquare``   | ours: GLMN's ADP triplet without squaring (``adp_square = false``)       |

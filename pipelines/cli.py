@@ -97,7 +97,8 @@ def make_demo_cmd(
     physics: Annotated[str, typer.Option("--physics", help="infrared cameras: nir (near-infrared, SYSU-MM01/LLCM-like) | thermal (RegDB-like)")] = "nir",
 ) -> None:
     """Generate the demo dataset (procedural pedestrians, visible + infrared) in SYSU-MM01 layout."""
-    from common.datasets.demo import PHYSICS, make_demo
+    from common.demo.identities import PHYSICS
+    from common.demo.writing import make_demo
     from pipelines.data import default_demo_root
 
     if physics not in PHYSICS:
@@ -121,7 +122,7 @@ def pretrain_cmd(
     _deterministic(deterministic)
     from common.checkpoint import file_sha256
     from common.runtime import resolve_device
-    from common.standin import ensure_standins
+    from common.demo.standin import ensure_standins
 
     cfg = _config(profile, config)
     paths = ensure_standins(cfg, resolve_device(device), cache_dir=cache_dir)
@@ -247,7 +248,7 @@ def train_gan_cmd(
         overrides["gan"] = {"pretrained": pretrained}
     cfg = _config(profile, config, overrides)
     require_pretrained_choice(cfg, gan=True, fusion=False)
-    from common.standin import resolve_standins
+    from common.demo.standin import resolve_standins
 
     dev = resolve_device(device)
     splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, trial=trial)
@@ -317,7 +318,7 @@ def train_fusion_cmd(
     Several processes: torchrun --nproc_per_node N -m pipelines train-fusion ... (DDP; rank 0 writes).
     """
     _deterministic(deterministic)
-    from common.pair_cache import open_pair_cache
+    from common.data.pair_cache import open_pair_cache
     from common.runtime import init_distributed
     from pipelines.data import load_splits
     from pipelines.run_all import stage_train_fusion, write_run_config
@@ -329,7 +330,7 @@ def train_fusion_cmd(
     if method not in METHODS:
         raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
     from common.config import for_method, uses_pef
-    from common.standin import resolve_standins
+    from common.demo.standin import resolve_standins
 
     require_pretrained_choice(cfg, gan=False, vgg16=uses_pef(cfg, method))
     cfg = for_method(cfg, method)
@@ -535,7 +536,7 @@ def demo_aligned_pairs(root: Path, samples) -> list[tuple[Path, Path]]:
     Raises:
         UserError: a demo without aligned twins (made before generator version 3).
     """
-    from common.datasets.demo import aligned_path, read_demo_info
+    from common.demo.writing import aligned_path, read_demo_info
 
     made = read_demo_info(root) or {}
     physics = made.get("physics")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.array_cache import ArraySplit, load_split
+from common.data.array_cache import ArraySplit, load_split
 from common.config import Config
 from common.datasets import REID_DATASETS, DatasetIndex, load_dataset
 from common.errors import UserError
@@ -13,7 +13,7 @@ from common.runlog import info
 
 def default_demo_root() -> Path:
     """``data/demo-v<generator version>``: a demo made by an older generator is never read as the default."""
-    from common.datasets.demo import GENERATOR_VERSION
+    from common.demo.writing import GENERATOR_VERSION
 
     return Path("data") / f"demo-v{GENERATOR_VERSION}"
 
@@ -35,7 +35,7 @@ def ensure_demo(cfg: Config, root: Path | None) -> Path:
     missing one is generated with the config's demo settings. The default folder is
     :func:`default_demo_root`.
     """
-    from common.datasets.demo import GENERATOR_VERSION, make_demo, read_demo_info
+    from common.demo.writing import GENERATOR_VERSION, make_demo, read_demo_info
 
     root = Path(root) if root is not None else default_demo_root()
     made = read_demo_info(root) if root.exists() else None

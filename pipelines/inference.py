@@ -15,8 +15,8 @@ What "as the test protocol does" means, step by step (each step is the protocol'
 :mod:`stage2_fusion.evaluate`, or shares it):
 
 1. a file (or PIL image, or array at another size) becomes RGB uint8 at the checkpoint's
-   (H, W) by :func:`common.images.image_to_array`, the array cache's decoder (Lanczos);
-2. uint8 -> float [0, 1] (:func:`common.augment.to_float_images`) -> ImageNet normalisation;
+   (H, W) by :func:`common.data.images.image_to_array`, the array cache's decoder (Lanczos);
+2. uint8 -> float [0, 1] (:func:`common.data.augment.to_float_images`) -> ImageNet normalisation;
 3. TSME: the partner is the frozen generator's translation of the image's BT.601 gray,
    quantised to uint8 levels as the protocol's partner cache stores it, then normalised
    (the ``tsme-gray`` control: the visible image's gray, the infrared image itself);
@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from common.augment import imagenet_normalize, to_float_images, to_gan_domain
+from common.data.augment import imagenet_normalize, to_float_images, to_gan_domain
 from common.checkpoint import file_sha256
 from common.config import test_feature
 from common.errors import UserError
-from common.images import image_to_array
+from common.data.images import image_to_array
 from common.runlog import progress_bar
 from common.runtime import autocast, resolve_device
 from pipelines.partners import GRAY_PARTNERS
@@ -376,7 +376,7 @@ def _to_pixels(item, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_picture(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """A user's picture as uint8 (H, W, 3) at ``size``, decoded as :func:`common.images.read_image`.
+    """A user's picture as uint8 (H, W, 3) at ``size``, decoded as :func:`common.data.images.read_image`.
 
     Raises:
         UserError: missing file, a folder, or a file that is not a decodable image (named).
@@ -441,7 +441,7 @@ def extract_to_file(extractor: ReidExtractor, sources: Sequence[str | Path], mod
     Raises:
         UserError: as :func:`list_images` and :meth:`ReidExtractor.extract`; ``out`` unwritable.
     """
-    from common.feature_file import write_feature_file
+    from pipelines.feature_file import write_feature_file
 
     stream = extractor.modality(modality)
     images, skipped = list_images(sources)

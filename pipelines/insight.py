@@ -13,9 +13,9 @@ import torch
 
 from common.config import test_feature
 from common.errors import UserError
-from common.metrics import per_query_average_precision
-from common.protocols import protocol_trials
-from common.rank_grid import RankRow, render_rank_grid, save_png
+from common.evaluation.metrics import per_query_average_precision
+from common.evaluation.protocols import protocol_trials
+from pipelines.rank_grid import RankRow, render_rank_grid, save_png
 from common.runlog import info
 from pipelines.data import Splits
 from pipelines.run_all import _test_partners, file_numbers, make_protocol

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.images import to_grayscale_bt601
+from common.data.images import to_grayscale_bt601
 
 #: The name of the trivial-partner control in checkpoints, configs and ``--pairs``.
 GRAY_PARTNERS = "gray"
@@ -20,7 +20,7 @@ def gray_partners(images: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
     """The trivial partner of the ``tsme-gray`` control: no GAN.
 
     A visible image's partner is its ITU-R BT.601 grayscale (what TSME's DSGAN takes as
-    input, :func:`common.images.to_grayscale_bt601`); an infrared image's partner is the
+    input, :func:`common.data.images.to_grayscale_bt601`); an infrared image's partner is the
     image itself. Training TSME's network on these instead of the DSGAN's translations
     separates what stage 1 contributes from what the second stream and its heads do.
 

@@ -5,7 +5,7 @@ run directory::
 
     checkpoints/<run>/config.toml        the resolved config (frozen copy)
     checkpoints/<run>/gan/{last,gan}.pt  stage 1
-    checkpoints/<run>/pairs/             pair cache (common.pair_cache)
+    checkpoints/<run>/pairs/             pair cache (common.data.pair_cache)
     checkpoints/<run>/fusion/{last,best,reid}.pt   stage 2
     checkpoints/<run>/tb/, metrics.jsonl TensorBoard events and per-epoch records
     checkpoints/<run>/results.json       test metrics (trained and untrained)
@@ -29,8 +29,8 @@ from common.checkpoint import file_sha256
 from common.config import (Config, config_section_dict, dump_config, edge_summary, for_method, require_pretrained_choice, test_feature,
                            uses_pef)
 from common.errors import UserError
-from common.pair_cache import MANIFEST, PairCache, open_pair_cache
-from common.protocols import ProtocolSpec
+from common.data.pair_cache import MANIFEST, PairCache, open_pair_cache
+from common.evaluation.protocols import ProtocolSpec
 from common.runlog import info
 from pipelines.data import Splits
 from pipelines.partners import GRAY_PARTNERS, MemoPartners, gray_partners
@@ -50,14 +50,14 @@ BEST_ON_TEST = "best test-set Rank-1 during training (optimistic: chosen on the 
 def prepare_config(cfg: Config, method: str, device: torch.device, *, partners: str = "gan") -> Config:
     """The configuration a run of ``method`` trains with: the method's input size
     (:func:`common.config.for_method`) and every ``"demo-standin"`` it needs replaced by the
-    stand-in's file, built first when missing (:func:`common.standin.resolve_standins`): the
+    stand-in's file, built first when missing (:func:`common.demo.standin.resolve_standins`): the
     DSGAN encoder's when the method trains on the GAN's partners, the re-ID body's, and
     VGG16 when the method uses MSO's PEF loss.
 
     Raises:
         UserError: a recipe missing for ``method``.
     """
-    from common.standin import resolve_standins
+    from common.demo.standin import resolve_standins
     from stage2_fusion.methods import METHODS
 
     cfg = for_method(cfg, method)
@@ -185,12 +185,12 @@ def stage_train_fusion(
     require_pretrained_choice(cfg, gan=False, vgg16=uses_pef(cfg, method))
     recipe = cfg.fusion.recipe(method)
     if uses_pef(cfg, method) and cfg.fusion.vgg16 in ("", "none"):
-        from common.vgg import VGG16_URL
+        from common.nets.vgg import VGG16_URL
 
         info(f"stage 2 ({method}): MSO's PEF loss compares VGG16 features, and no ImageNet VGG16 was given (--vgg16): VGG16 "
              f"starts from random initialisation, which is not MSO's setting; for MSO's, download {VGG16_URL} and pass "
              "--vgg16 PATH")
-    from common.standin import describe_weights
+    from common.demo.standin import describe_weights
 
     meta: dict[str, Any] = {"dataset": splits.index.name, "edge": edge_summary(cfg, method), "pretrained_weights": describe_weights(cfg)}
     if splits.index.name == "regdb":  # pipeline test checks it: another split's test ids are training ids here
@@ -311,7 +311,7 @@ def combine_trials(results: list[dict[str, Any]]) -> dict[str, Any]:
     """RegDB: one result per trained model (split) -> mean +/- std over the splits.
 
     Each input's per-trial figures are pooled (population std, as
-    :func:`common.metrics.summarize`); identity fields are listed per split.
+    :func:`common.evaluation.metrics.summarize`); identity fields are listed per split.
     """
     keys = METRIC_KEYS
     trials = [t for r in results for t in r["trials"]]

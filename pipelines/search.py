@@ -127,7 +127,7 @@ def search(extractor: ReidExtractor, query: list[str | Path], gallery: str | Pat
             feature file of another checkpoint / modality / feature (see
             :func:`check_gallery_file`), modalities the checkpoint lacks.
     """
-    from common.feature_file import open_feature_file
+    from pipelines.feature_file import open_feature_file
 
     if top < 1:
         raise UserError(f"--top {top}: ask for at least 1 gallery item per query")
@@ -184,7 +184,7 @@ def search_grid(result: dict[str, Any], size: tuple[int, int], out: Path) -> Pat
     Raises:
         UserError: an image that can no longer be read; ``out`` unwritable.
     """
-    from common.rank_grid import RankRow, render_rank_grid, save_png
+    from pipelines.rank_grid import RankRow, render_rank_grid, save_png
 
     rows = []
     for q in result["queries"]:

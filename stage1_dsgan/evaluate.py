@@ -28,10 +28,10 @@ import kornia
 import numpy as np
 import torch
 
-from common.augment import to_float_images
+from common.data.augment import to_float_images
 from common.datasets.pairs import aligned_pairs, split_pairs
 from common.errors import UserError
-from common.images import read_image, to_grayscale_bt601
+from common.data.images import read_image, to_grayscale_bt601
 from stage1_dsgan.generate import load_generators, make_translator
 from stage1_dsgan.realism import two_sample_score
 from stage1_dsgan.select import held_out_indices
@@ -80,7 +80,7 @@ def evaluate_gan(checkpoint: Path, data_root: Path, device: torch.device, *, hel
 def evaluate_gan_pairs(checkpoint: Path, pairs: list[tuple[Path, Path]], device: torch.device, *, batch_size: int = 16) -> dict[str, Any]:
     """Score a DSGAN on (visible image, pixel-aligned real infrared image) file pairs: an
     aligned folder's, or the demo's visible images with their ``aligned_nir`` twins (same
-    scene rendered in near-infrared, :mod:`common.datasets.demo`).
+    scene rendered in near-infrared, :mod:`common.demo`).
 
     Returns:
         As :func:`evaluate_gan`.
@@ -129,7 +129,7 @@ def evaluate_gan_on_split(checkpoint: Path, split, device: torch.device, *, batc
 
     Args:
         split: the training split at the generator's image size
-            (:class:`common.array_cache.ArraySplit`).
+            (:class:`common.data.array_cache.ArraySplit`).
 
     Returns:
         ``{"model": {"two_sample_vis2ir", "two_sample_ir2vis"}, "baseline": {...},

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.array_cache import ArraySplit
-from common.augment import from_gan_domain, to_float_images, to_gan_domain
+from common.data.array_cache import ArraySplit
+from common.data.augment import from_gan_domain, to_float_images, to_gan_domain
 from common.checkpoint import file_sha256, load_checkpoint
 from common.errors import UserError
-from common.pair_cache import PairCacheInputs, PairCacheWriter
+from common.data.pair_cache import PairCacheInputs, PairCacheWriter
 from common.runlog import info, progress_bar
 from common.runtime import autocast
 from stage1_dsgan.networks import DSGANGenerator

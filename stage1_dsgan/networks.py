@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.resnet import Bottleneck, Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import Bottleneck, Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 
 
 def init_weights_normal_(module: nn.Module) -> None:

@@ -28,8 +28,8 @@ import kornia
 import numpy as np
 import torch
 
-from common.augment import from_gan_domain, to_float_images, to_gan_domain
-from common.images import to_grayscale_bt601
+from common.data.augment import from_gan_domain, to_float_images, to_gan_domain
+from common.data.images import to_grayscale_bt601
 from stage1_dsgan.realism import two_sample_score
 
 MEASURES = ("two-sample", "psnr", "last")

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
-from common.array_cache import ArraySplit
-from common.augment import to_float_images, to_gan_domain
+from common.data.array_cache import ArraySplit
+from common.data.augment import to_float_images, to_gan_domain
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest
 from common.errors import UserError

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from common.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 from stage2_fusion.layers import NonLocalBlock
 
 StageHook = Callable[[torch.Tensor], torch.Tensor]

@@ -44,7 +44,7 @@ import kornia
 import torch
 from torch import nn
 
-from common.augment import IMAGENET_MEAN, IMAGENET_STD
+from common.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
 OPERATORS = ("laplace", "sobel", "prewitt")
 MODES = ("mso", "magnitude")
@@ -163,7 +163,7 @@ def edge_map(gray: torch.Tensor, operator: str, mode: str = "mso", stride: int =
 def gray_from_normalized(x: torch.Tensor) -> torch.Tensor:
     """ImageNet-normalised images -> BT.601 grayscale in [-1, 1], MSO's edge input.
 
-    Undoes ``(x - mean) / std`` with :data:`common.augment.IMAGENET_MEAN` / ``IMAGENET_STD``,
+    Undoes ``(x - mean) / std`` with :data:`common.data.augment.IMAGENET_MEAN` / ``IMAGENET_STD``,
     takes 0.299 R + 0.587 G + 0.114 B and maps [0, 1] to [-1, 1] (``* 2 - 1``): what
     cjjjao/DIP_work:train.py feeds its edge operator (``Grayscale(1)`` of the augmented PIL
     image, ``ToTensor``, ``Normalize([0.5], [0.5])``). Differences from MSO: PIL rounds the

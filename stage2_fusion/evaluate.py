@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.array_cache import ArraySplit
-from common.augment import imagenet_normalize, to_float_images
+from common.data.array_cache import ArraySplit
+from common.data.augment import imagenet_normalize, to_float_images
 from common.errors import UserError
-from common.metrics import evaluate_ranking, summarize
-from common.protocols import ProtocolSpec, collapse_ids_for, protocol_trials
-from common.reranking import k_reciprocal_rerank
+from common.evaluation.metrics import evaluate_ranking, summarize
+from common.evaluation.protocols import ProtocolSpec, collapse_ids_for, protocol_trials
+from common.evaluation.reranking import k_reciprocal_rerank
 from common.runlog import progress_bar
 from common.runtime import autocast
 
@@ -115,24 +115,24 @@ def evaluate_protocol(
 ) -> dict[str, Any]:
     """A dataset's standard test protocol on its test split.
 
-    The protocol (:class:`common.protocols.ProtocolSpec`: SYSU-MM01 all/indoor search,
+    The protocol (:class:`common.evaluation.protocols.ProtocolSpec`: SYSU-MM01 all/indoor search,
     single/multi-shot, AGW random or official galleries; RegDB or LLCM direction) gives the
     trials' query and gallery indices and ignore masks; each trial is scored with
-    :func:`common.metrics.evaluate_ranking` (repeated gallery identities collapsed in the
+    :func:`common.evaluation.metrics.evaluate_ranking` (repeated gallery identities collapsed in the
     CMC where the dataset's reference code does).
 
     Args:
         file_numbers: int64 (N,) number in each test file name; needed by the SYSU-MM01
             official protocol only.
         rerank: ``{"k1", "k2", "lambda_value"}`` to re-rank each trial with k-reciprocal
-            encoding (:func:`common.reranking.k_reciprocal_rerank`; Zhong et al., CVPR 2017)
+            encoding (:func:`common.evaluation.reranking.k_reciprocal_rerank`; Zhong et al., CVPR 2017)
             on the Euclidean distances of the L2-normalised features (query-gallery,
             query-query and gallery-gallery of the trial, as the authors' code takes them);
             the trial's ignore mask applies to the re-ranked distances. None: plain cosine.
         amp: see :func:`extract_features` (False: float32 features).
 
     Returns:
-        :func:`common.metrics.summarize` of the trials (percent, mean/std, per trial) plus
+        :func:`common.evaluation.metrics.summarize` of the trials (percent, mean/std, per trial) plus
         ``protocol`` (its description), ``dataset``, ``mode``, ``shots``, ``direction``,
         ``num_trials``, ``num_query``, ``feature``, ``flip``, ``reranked`` (the
         re-ranking parameters, or False); with ``return_features`` also ``features``:

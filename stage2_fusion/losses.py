@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
-from common.vgg import VGG16_FILE, VGG16_URL, read_vgg16_state, vgg16_feature_layers
+from common.nets.vgg import VGG16_FILE, VGG16_URL, read_vgg16_state, vgg16_feature_layers
 
 
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +197,7 @@ class PerceptualEdgeLoss(nn.Module):
         vgg16_weights: local path of a torchvision-layout VGG16 state dict: torchvision's
             ImageNet ``vgg16-397923af.pth`` (from https://download.pytorch.org/models/vgg16-397923af.pth,
             MSO: ``models.vgg16(pretrained=True)``) at the paper width, or the demo's ImageNet
-            stand-in at its width (:mod:`common.standin`); read once, never downloaded. None
+            stand-in at its width (:mod:`common.demo.standin`); read once, never downloaded. None
             (or "" / "none") leaves VGG16 randomly initialised as torchvision does
             (Kaiming-normal fan-out convolutions, zero bias): PEF then compares random VGG
             features, not MSO's setting.

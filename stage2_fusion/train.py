@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.array_cache import ArraySplit
-from common.augment import ReidTrainAugment, imagenet_normalize, to_float_images
+from common.data.array_cache import ArraySplit
+from common.data.augment import ReidTrainAugment, imagenet_normalize, to_float_images
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest, test_feature
 from common.errors import UserError
 from common.guard import NonFiniteGuard
-from common.pair_cache import PairCache
+from common.data.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
 from common.runtime import DistInfo, amp_plan, autocast, epoch_seed, seed_everything
-from common.samplers import Batch, IdentitySampler
+from common.data.samplers import Batch, IdentitySampler
 from stage2_fusion.methods import build_method, build_view_augment
 from stage2_fusion.optim import build_optimizer, build_scheduler
 

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from common.array_cache import load_split
+from common.data.array_cache import load_split
 from common.datasets import load_dataset
 from common.errors import UserError
 from tests.conftest import make_sysu_tree

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from common.augment import IMAGENET_MEAN, IMAGENET_STD, ReidTrainAugment, from_gan_domain, to_float_images, to_gan_domain
+from common.data.augment import IMAGENET_MEAN, IMAGENET_STD, ReidTrainAugment, from_gan_domain, to_float_images, to_gan_domain
 
 
 def _denorm(x):
@@ -50,7 +50,7 @@ def test_channel_exchange_only_touches_visible_images():
 
 
 def test_random_gray_mix_projects_visible_images_only():
-    from common.augment import random_gray_mix
+    from common.data.augment import random_gray_mix
 
     torch.manual_seed(2)
     images = torch.rand(64, 3, 6, 5)
@@ -81,7 +81,7 @@ def test_normalisation_is_imagenet_mean_and_std_exactly():
     by_hand = torch.stack([(images[:, c] - m) / s for c, (m, s) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))], 1)
     assert torch.allclose(out, by_hand, atol=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    from common.augment import imagenet_normalize
+    from common.data.augment import imagenet_normalize
 
     assert torch.allclose(imagenet_normalize(images), by_hand, atol=1e-6)
 
@@ -144,7 +144,7 @@ def test_channel_exchange_picks_each_channel_for_about_half_the_visible_images()
 
 
 def test_gray_mix_rate_follows_p():
-    from common.augment import random_gray_mix
+    from common.data.augment import random_gray_mix
 
     torch.manual_seed(8)
     images = torch.rand(600, 3, 3, 3)
@@ -165,7 +165,7 @@ def test_uint8_and_gan_domain_conversions_are_exact():
 
 
 def test_random_gray_mix_is_the_min_max_rescaled_projection_w_dot_rgb():
-    from common.augment import random_gray_mix
+    from common.data.augment import random_gray_mix
 
     images = torch.rand(3, 3, 4, 2, generator=torch.Generator().manual_seed(5))
     torch.manual_seed(11)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from common.resnet import Stem, make_layers
+from common.nets.resnet import Stem, make_layers
 from stage2_fusion.backbone import AGWBackbone, PerModalityBackbone
 
 LAYERS = (1, 1, 1, 3)
@@ -98,7 +98,7 @@ class _Pickled:
 
 
 def test_reading_a_resnet_file_unwraps_drops_fc_and_refuses_what_is_not_one(weights, tmp_path):
-    from common.resnet import load_resnet_state
+    from common.nets.resnet import load_resnet_state
 
     path, state = weights
     read = load_resnet_state(path)

@@ -113,7 +113,7 @@ def test_corrupt_jpeg_is_named_before_training(damage, monkeypatch, capsys, tmp_
 
 
 def test_images_of_other_modes_are_read(tmp_path):
-    from common.images import read_image
+    from common.data.images import read_image
 
     gray = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))  # (16, 16)
     Image.fromarray(gray, mode="L").save(tmp_path / "gray.png")

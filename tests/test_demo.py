@@ -1,4 +1,4 @@
-"""Tests of the procedural demo dataset (common/datasets/demo.py).
+"""Tests of the procedural demo dataset (common/demo/: identities, scenes, rendering, writing).
 
 Layout, determinism, idempotence and atomicity run on small datasets; the size and the
 modality-gap checks run on one default-size dataset generated once per module.
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.datasets import demo
-from common.datasets.demo import GENERATOR_VERSION, INFRARED_CAMS, VISIBLE_CAMS, is_complete_demo, make_demo
+from common.demo import identities, rendering, scenes, writing
+from common.demo.identities import INFRARED_CAMS, VISIBLE_CAMS
+from common.demo.writing import GENERATOR_VERSION, is_complete_demo, make_demo
 from common.errors import UserError
 
 SMALL = dict(n_train=6, n_val=2, n_test=6)
@@ -154,7 +155,7 @@ def test_distinct_identities() -> None:
     """No two of the 533 possible identities share their discrete attributes or heats."""
     discrete, heats = set(), set()
     for pid in range(1, 534):
-        a = demo.identity_attributes(0, pid)
+        a = identities.identity_attributes(0, pid)
         discrete.add((a.top_pattern, a.top_colour, a.sleeve, a.bottom, a.bottom_colour, a.hair, a.accessory))
         heats.add(a.heat.round(3).tobytes())
     assert len(discrete) == 533 and len(heats) == 533
@@ -188,7 +189,7 @@ def test_second_call_is_a_no_op(small: Path, monkeypatch: pytest.MonkeyPatch) ->
     def no_rendering(*args, **kwargs):
         raise AssertionError("a complete demo must not be rendered again")
 
-    monkeypatch.setattr(demo, "_render_into", no_rendering)
+    monkeypatch.setattr(writing, "_render_into", no_rendering)
     assert make_demo(small, seed=3, **SMALL) == small
     assert {p: p.stat().st_mtime_ns for p in small.rglob("*")} == before
 
@@ -257,9 +258,9 @@ def test_infrared_brightness_follows_the_dye_not_the_luminance(default_features)
     ids = np.unique(f["pid"])
     vis = np.array([f["torso"][(f["pid"] == p) & ~is_ir].mean() for p in ids])
     ir = np.array([f["torso"][(f["pid"] == p) & is_ir].mean() for p in ids])
-    idents = [demo.identity_attributes(0, int(p)) for p in ids]
+    idents = [identities.identity_attributes(0, int(p)) for p in ids]
     # the torso's materials: the main one, or both halves of a pattern
-    top_nir = np.array([i.nir[demo.TOP_A] if i.top_pattern == "solid" else i.nir[[demo.TOP_A, demo.TOP_B]].mean() for i in idents])
+    top_nir = np.array([i.nir[identities.TOP_A] if i.top_pattern == "solid" else i.nir[[identities.TOP_A, identities.TOP_B]].mean() for i in idents])
     r_dye, r_luma = np.corrcoef(top_nir, ir)[0, 1], np.corrcoef(vis, ir)[0, 1]
     assert r_dye > 0.8, f"near-infrared torso brightness does not follow the dye table (r = {r_dye:.2f})"
     assert abs(r_luma) < 0.45, f"near-infrared torso brightness follows visible luminance (r = {r_luma:.2f})"
@@ -273,31 +274,31 @@ def test_dye_reflectance_is_shared_by_every_wearer_and_not_affine_in_luminance()
     of their visible luminance (R^2 of the least-squares line < 0.3; measured 0.19)."""
     seen: dict[tuple[int, int], set[float]] = {}
     for pid in range(1, 534):
-        ident = demo.identity_attributes(0, pid)
-        for m in demo.GARMENTS:
+        ident = identities.identity_attributes(0, pid)
+        for m in identities.GARMENTS:
             dye, fibre = int(ident.dyes[m]), int(ident.fibres[m])
-            assert ident.nir[m] == pytest.approx(demo.DYE_NIR[dye] * demo.FIBRE_NIR[fibre])
+            assert ident.nir[m] == pytest.approx(identities.DYE_NIR[dye] * identities.FIBRE_NIR[fibre])
             seen.setdefault((dye, fibre), set()).add(round(float(ident.nir[m]), 6))
     assert len(seen) >= 60 and all(len(v) == 1 for v in seen.values())
-    luma = demo._PALETTE @ LUMA
+    luma = identities._PALETTE @ LUMA
     design = np.stack([luma, np.ones_like(luma)], axis=1)
-    coef, *_ = np.linalg.lstsq(design, demo.DYE_NIR, rcond=None)
-    residual = demo.DYE_NIR - design @ coef
-    r2 = 1.0 - residual.var() / demo.DYE_NIR.var()
+    coef, *_ = np.linalg.lstsq(design, identities.DYE_NIR, rcond=None)
+    residual = identities.DYE_NIR - design @ coef
+    r2 = 1.0 - residual.var() / identities.DYE_NIR.var()
     assert r2 < 0.3, f"dye near-infrared reflectance is nearly affine in luminance (R^2 = {r2:.2f})"
-    assert (demo.DYE_NIR > 0.6).sum() >= 12 and (demo.DYE_NIR < 0.35).sum() >= 3  # most bright, a few dark
+    assert (identities.DYE_NIR > 0.6).sum() >= 12 and (identities.DYE_NIR < 0.35).sum() >= 3  # most bright, a few dark
 
 
 def _flat_nir(reflectance: float, seed: int = 0, **camera) -> np.ndarray:
     """A near-infrared image of one garment filling the frame (no body shading): what the
     lamp, exposure and sensor make of a flat reflectance. float (H, W) in [0, 1]."""
     size = (128, 64)
-    ident = demo.identity_attributes(0, 5)
-    cam = dataclasses.replace(demo.camera_attributes(0, 3, size), **camera)
-    pose, lab, x = demo._draw(ident, cam, np.random.default_rng(seed), size)
-    garment = int(demo.GARMENTS[0])
+    ident = identities.identity_attributes(0, 5)
+    cam = dataclasses.replace(scenes.camera_attributes(0, 3, size), **camera)
+    pose, lab, x = rendering._draw(ident, cam, np.random.default_rng(seed), size)
+    garment = int(identities.GARMENTS[0])
     flat = dataclasses.replace(ident, nir=np.full_like(ident.nir, reflectance))
-    img = demo._nir_image(flat, cam, pose, np.full_like(lab, garment), np.zeros_like(x), np.random.default_rng(seed), size)
+    img = rendering._nir_image(flat, cam, pose, np.full_like(lab, garment), np.zeros_like(x), np.random.default_rng(seed), size)
     return img.astype(np.float64) / 255.0
 
 
@@ -350,10 +351,10 @@ def test_aligned_twin_shows_the_same_scene(small: Path) -> None:
 
 
 def test_aligned_rendering_leaves_the_visible_image_unchanged() -> None:
-    ident = demo.identity_attributes(0, 5)
-    cam = demo.camera_attributes(0, 4, (128, 64))
-    alone = demo.render_visible(ident, cam, np.random.default_rng(2), (128, 64))
-    visible, twin = demo.render_visible(ident, cam, np.random.default_rng(2), (128, 64), np.random.default_rng(9))
+    ident = identities.identity_attributes(0, 5)
+    cam = scenes.camera_attributes(0, 4, (128, 64))
+    alone = rendering.render_visible(ident, cam, np.random.default_rng(2), (128, 64))
+    visible, twin = rendering.render_visible(ident, cam, np.random.default_rng(2), (128, 64), np.random.default_rng(9))
     assert np.array_equal(alone, visible) and twin.shape == (128, 64) and twin.dtype == np.uint8
 
 
@@ -376,16 +377,16 @@ def test_thermal_physics_option(tmp_path: Path) -> None:
 
 def test_stand_in_identities_are_not_demo_identities() -> None:
     """The ImageNet stand-in's identities take attribute cells no demo pid has."""
-    def key(a: demo.Identity) -> tuple:
+    def key(a: identities.Identity) -> tuple:
         return (a.top_pattern, a.top_colour, a.sleeve, a.bottom, a.bottom_colour, a.hair, a.accessory)
 
-    demo_keys = {key(demo.identity_attributes(0, pid)) for pid in range(1, 534)}
-    stand_in = [demo.pretrain_identity(0, k) for k in range(300)]
+    demo_keys = {key(identities.identity_attributes(0, pid)) for pid in range(1, 534)}
+    stand_in = [identities.pretrain_identity(0, k) for k in range(300)]
     assert not demo_keys & {key(a) for a in stand_in}
     assert len({key(a) for a in stand_in}) == 300 and all(a.pid > 533 for a in stand_in)
-    images, labels = demo.pretrain_images(0, 3, 2, (64, 32))
+    images, labels = rendering.pretrain_images(0, 3, 2, (64, 32))
     assert images.shape == (6, 64, 32, 3) and images.dtype == np.uint8 and labels.tolist() == [0, 0, 1, 1, 2, 2]
-    again, _ = demo.pretrain_images(0, 3, 2, (64, 32))
+    again, _ = rendering.pretrain_images(0, 3, 2, (64, 32))
     assert np.array_equal(images, again)
 
 
@@ -416,14 +417,14 @@ def test_raw_pixels_match_within_but_not_across_modalities(default_features) -> 
 
 def test_ir_rendering_ignores_colour() -> None:
     """Two identities differing only in visible colours give identical infrared images."""
-    ident = demo.identity_attributes(0, 1)
+    ident = identities.identity_attributes(0, 1)
     recoloured = dataclasses.replace(ident, colours=np.roll(ident.colours, 3, axis=0))
-    cam = demo.camera_attributes(0, 3, (128, 64))
-    a = demo.render_infrared(ident, cam, np.random.default_rng(1), (128, 64))
-    b = demo.render_infrared(recoloured, cam, np.random.default_rng(1), (128, 64))
+    cam = scenes.camera_attributes(0, 3, (128, 64))
+    a = rendering.render_infrared(ident, cam, np.random.default_rng(1), (128, 64))
+    b = rendering.render_infrared(recoloured, cam, np.random.default_rng(1), (128, 64))
     assert a.shape == (128, 64) and a.dtype == np.uint8
     assert np.array_equal(a, b)
-    vis = demo.camera_attributes(0, 1, (128, 64))
-    c = demo.render_visible(ident, vis, np.random.default_rng(1), (128, 64))
-    d = demo.render_visible(recoloured, vis, np.random.default_rng(1), (128, 64))
+    vis = scenes.camera_attributes(0, 1, (128, 64))
+    c = rendering.render_visible(ident, vis, np.random.default_rng(1), (128, 64))
+    d = rendering.render_visible(recoloured, vis, np.random.default_rng(1), (128, 64))
     assert c.shape == (128, 64, 3) and not np.array_equal(c, d)

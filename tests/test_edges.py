@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.augment import imagenet_normalize
+from common.data.augment import imagenet_normalize
 from stage2_fusion.edges import MSO_KERNELS, EdgeEmbedding, edge_map, gray_from_normalized
 
 OPS = ("laplace", "sobel", "prewitt")

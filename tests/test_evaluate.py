@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.array_cache import ArraySplit
-from common.protocols import ProtocolSpec
+from common.data.array_cache import ArraySplit
+from common.evaluation.protocols import ProtocolSpec
 from stage2_fusion.evaluate import evaluate_protocol
 
 CPU = torch.device("cpu")

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.augment import imagenet_normalize
+from common.data.augment import imagenet_normalize
 from common.config import RecipeConfig, load_config
 from common.errors import UserError
-from common.resnet import Stem, make_layers
+from common.nets.resnet import Stem, make_layers
 from stage2_fusion.methods.glmn import (
     AFAM,
     CAJ_ERASE_VALUE,

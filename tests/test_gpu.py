@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.augment import ReidTrainAugment, imagenet_normalize, to_float_images
+from common.data.augment import ReidTrainAugment, imagenet_normalize, to_float_images
 from common.config import load_config
 from pipelines.data import load_splits
 from pipelines.run_all import stage_generate_pairs, stage_train_gan

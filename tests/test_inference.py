@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from common.checkpoint import file_sha256, save_checkpoint
 from common.errors import UserError
-from common.feature_file import open_feature_file
+from pipelines.feature_file import open_feature_file
 from pipelines.cli import app
 from pipelines.inference import ReidExtractor, list_images, model_modalities
 from pipelines.run_all import _test_partners
@@ -85,7 +85,7 @@ def test_inputs_paths_pil_arrays_and_tensors_agree(trained_checkpoints, tmp_path
     np.testing.assert_array_equal(from_files, from_pil)
     np.testing.assert_array_equal(from_files, from_arrays)
     # the resize is the array cache's (Lanczos): the resized batch gives the same features
-    from common.images import read_image
+    from common.data.images import read_image
 
     resized = np.stack([read_image(f, (h, w)) for f in files])
     np.testing.assert_allclose(extractor.extract(resized, "visible"), from_files, atol=1e-6)

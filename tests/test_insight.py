@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from common.config import load_config
-from common.rank_grid import GREEN, RED, RankRow, render_rank_grid
+from pipelines.rank_grid import GREEN, RED, RankRow, render_rank_grid
 from pipelines.cli import app
 from pipelines.run_all import run_all
 from stage2_fusion.evaluate import pair_distances

@@ -1,4 +1,4 @@
-"""Tests for common.metrics: hand-worked rankings, removal, skipping, ties, and agreement
+"""Tests for common.evaluation.metrics: hand-worked rankings, removal, skipping, ties, and agreement
 with a plain per-query reference (the loop AGW's eval_sysu runs)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import metrics
-from common.metrics import RankingMetrics, evaluate_ranking, same_camera_mask, summarize
+from common.evaluation import metrics
+from common.evaluation.metrics import RankingMetrics, evaluate_ranking, same_camera_mask, summarize
 
 # Query pid 1 against six gallery items. Sorted by distance the gallery indices are
 # 1 (0.1), 3 (0.2), 2 (0.3), 0 (0.4), 5 (0.5), 4 (0.6), i.e. ranked pids [2, 2, 3, 1, 2, 1].
@@ -299,7 +299,7 @@ def test_summarize_percent_mean_and_population_std():
 
 
 def test_per_query_average_precision_worked_example_and_agrees_with_map():
-    from common.metrics import evaluate_ranking, per_query_average_precision
+    from common.evaluation.metrics import evaluate_ranking, per_query_average_precision
 
     # query 0 (pid 1): ranked gallery pids 1, 2, 1, 3 -> hits at ranks 1 and 3: AP = (1/1 + 2/3) / 2 = 0.833333
     # query 1 (pid 2): ranked gallery 0, 3, 2, 1 = pids 1, 3, 1, 2 (its only match last) -> AP = 1/4;

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.augment import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from common.data.augment import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from common.config import RecipeConfig
 from stage2_fusion.methods.mscmnet import (
     ERASING_FILL,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.pair_cache import MANIFEST, PairCacheInputs, PairCacheWriter, open_pair_cache
+from common.data.pair_cache import MANIFEST, PairCacheInputs, PairCacheWriter, open_pair_cache
 
 
 def _inputs(tmp_path, count=10, **kw):

@@ -105,7 +105,7 @@ def test_generate_pairs_resume_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_pat
     from stage1_dsgan.generate import generate_pairs
 
     whole = generate_pairs(gan, splits.train, tmp_path / "whole", CPU, dataset="sysu", data_root=sysu_tree, shard_size=40)
-    import common.pair_cache as pc
+    import common.data.pair_cache as pc
 
     original = pc.PairCacheWriter.write_shard
 
@@ -130,7 +130,7 @@ def test_training_beats_the_untrained_network_on_demo(tmp_path_factory):
     """Cross-modality learning on the demo data: 40 training identities, 12 test identities,
     AGW at 96 x 48 for 12 epochs (about 30 s on 2 cores). Measured when written: trained
     Rank-1 28.3 / mAP 34.5 against 13.1 / 18.5 untrained (chance is high with 12 ids)."""
-    from common.datasets.demo import make_demo
+    from common.demo.writing import make_demo
 
     root = make_demo(tmp_path_factory.mktemp("demo40") / "demo", 0, n_train=32, n_val=8, n_test=12)
     cfg = load_config("demo", overrides={
@@ -248,7 +248,7 @@ def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path
             if row == 0:
                 shown.append(np.flatnonzero(modality)[distance.argmin()])
     # row 2 is the last epoch's visible -> infrared generator on those images, in eval mode
-    from common.augment import to_float_images, to_gan_domain
+    from common.data.augment import to_float_images, to_gan_domain
     from stage1_dsgan.networks import build_dsgan
 
     model = build_dsgan(tiny_cfg.gan)

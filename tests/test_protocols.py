@@ -1,4 +1,4 @@
-"""Tests for common.protocols: SYSU-MM01 queries, galleries (AGW's exact random draw and
+"""Tests for common.evaluation.protocols: SYSU-MM01 queries, galleries (AGW's exact random draw and
 the official rand_perm_cam.mat draw), multi-shot, the camera-3/camera-2 ignore rule end to
 end, RegDB and LLCM trials, and the ProtocolSpec dispatcher."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.metrics import evaluate_ranking
-from common.protocols import (
+from common.evaluation.metrics import evaluate_ranking
+from common.evaluation.protocols import (
     SYSU_INDOOR_VISIBLE_CAMS,
     SYSU_VISIBLE_CAMS,
     ProtocolSpec,

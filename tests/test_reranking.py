@@ -1,4 +1,4 @@
-"""Tests of common.reranking: k-reciprocal re-ranking (Zhong et al., CVPR 2017).
+"""Tests of common.evaluation.reranking: k-reciprocal re-ranking (Zhong et al., CVPR 2017).
 
 Two worked examples on 1-D features (sets derived by hand in the comments), agreement with
 a plain loop transcription of the paper + released code (``_loop_rerank`` below, numpy
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.reranking import k_reciprocal_rerank
+from common.evaluation.reranking import k_reciprocal_rerank
 
 
 def _split(dist: np.ndarray, num_q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

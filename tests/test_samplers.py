@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.samplers import IdentitySampler
+from common.data.samplers import IdentitySampler
 
 
 def _split(counts_vis, counts_ir):
@@ -118,7 +118,7 @@ def test_with_replacement_repeats_images_and_without_never_does():
 
 
 def test_recipes_choose_replacement_as_the_papers():
-    from common.array_cache import ArraySplit
+    from common.data.array_cache import ArraySplit
     from common.config import load_config
     from stage2_fusion.train import build_sampler
 
@@ -134,7 +134,7 @@ def test_recipes_choose_replacement_as_the_papers():
 
 
 def test_mscmnet_and_glmn_batches():
-    from common.array_cache import ArraySplit
+    from common.data.array_cache import ArraySplit
     from common.config import load_config
     from stage2_fusion.train import build_sampler
 

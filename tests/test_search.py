@@ -16,8 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from common.errors import UserError
-from common.feature_file import open_feature_file, write_feature_file
-from common.rank_grid import BLUE, GRAY
+from pipelines.feature_file import open_feature_file, write_feature_file
+from pipelines.rank_grid import BLUE, GRAY
 from pipelines.cli import app
 from pipelines.inference import ReidExtractor, extract_to_file
 from pipelines.search import TopK, block_rows, search

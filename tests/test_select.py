@@ -31,7 +31,7 @@ def test_held_out_indices_are_seeded_and_leave_most_images_to_train():
 def test_score_generators_two_sample_and_psnr():
     rng = np.random.default_rng(0)
     vis = rng.integers(0, 256, size=(24, 32, 16, 3), dtype=np.uint8)
-    from common.images import to_grayscale_bt601
+    from common.data.images import to_grayscale_bt601
 
     ir = to_grayscale_bt601(vis)  # what an identity "translation" of the gray visible image gives
 
@@ -138,7 +138,7 @@ def test_eval_gan_on_the_demo_scores_against_its_aligned_near_infrared_twins(tmp
     from PIL import Image
     from typer.testing import CliRunner
 
-    from common.datasets.demo import make_demo
+    from common.demo.writing import make_demo
     from pipelines.cli import app
 
     root = make_demo(tmp_path / "demo", seed=0, n_train=3, n_val=1, n_test=1, image_size=(32, 16))

@@ -1,4 +1,4 @@
-"""The demo's ImageNet stand-in (common/standin.py): built once, deterministically, cached by
+"""The demo's ImageNet stand-in (common/demo/standin.py): built once, deterministically, cached by
 key, resumable, in torchvision's layout, loaded through the --pretrained / --vgg16 path, and
 recorded in each run's results."""
 
@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from common import standin
+from common.demo import standin
 from common.config import load_config
 from common.errors import UserError
 from tests.conftest import TINY_OVERRIDES, TINY_PRETRAIN, make_sysu_tree
@@ -52,7 +52,7 @@ def test_cache_key_follows_every_input(tmp_path, monkeypatch):
     import dataclasses
 
     from common.config import PretrainConfig
-    from common.datasets import demo
+    from common.demo import writing
 
     spec = standin.StandinSpec("resnet", (32, 16), (1, 1, 1, 1), 8)
     recipe = PretrainConfig()
@@ -64,7 +64,7 @@ def test_cache_key_follows_every_input(tmp_path, monkeypatch):
               standin.standin_path(standin.StandinSpec("vgg16", (32, 16), width_divisor=8), recipe, tmp_path)]
     others += [standin.standin_path(spec, dataclasses.replace(recipe, **{f.name: getattr(recipe, f.name) * 2}), tmp_path)
                for f in dataclasses.fields(recipe) if f.name != "seed"]
-    monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(writing, "GENERATOR_VERSION", writing.GENERATOR_VERSION + 1)
     others.append(standin.standin_path(spec, recipe, tmp_path))
     monkeypatch.undo()
     recipe_of = standin._recipe

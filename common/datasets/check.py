@@ -6,7 +6,7 @@ The query/gallery rules follow the reference code of each dataset:
 * SYSU-MM01 / demo (mode ``all`` | ``indoor``): query = every infrared test image (cameras
   3 and 6) in both modes; gallery pool = the visible test images of cameras 1, 2, 4, 5
   (``all``) or 1, 2 (``indoor``), from which each trial draws one image per (identity,
-  camera) (see :mod:`common.protocols`; AGW ``data_manager.py`` ``process_query_sysu``,
+  camera) (see :mod:`common.evaluation.protocols`; AGW ``data_manager.py`` ``process_query_sysu``,
   ``process_gallery_sysu``).
 * RegDB (direction ``v2i`` | ``i2v``, trial 1..10): ``v2i`` query = the trial's visible test
   images, gallery = all its thermal test images (no sampling); ``i2v`` the reverse (AGW
@@ -28,7 +28,7 @@ from pathlib import Path
 from common.datasets import DATASETS, load_dataset
 from common.datasets.base import IR, VIS, DatasetIndex, Sample
 from common.errors import UserError
-from common.protocols import SYSU_INFRARED_CAMS, SYSU_MODES
+from common.evaluation.protocols import SYSU_INFRARED_CAMS, SYSU_MODES
 
 DIRECTIONS = ("v2i", "i2v")
 POOL_NOTE = "candidate pool before per-trial sampling"

@@ -71,6 +71,6 @@ def build_method(name: str, cfg, num_classes: int) -> tuple[nn.Module, Callable]
 
 def build_view_augment(name: str, size: tuple[int, int], recipe) -> nn.Module | None:
     """The method's own batched view augmentation, or None for the common one
-    (:class:`common.augment.ReidTrainAugment`)."""
+    (:class:`common.data.augment.ReidTrainAugment`)."""
     factory = VIEW_AUGMENTS.get(name)
     return None if factory is None else factory(size, recipe)

@@ -102,9 +102,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.augment import imagenet_normalize
+from common.data.augment import imagenet_normalize
 from common.errors import UserError
-from common.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock
 from stage2_fusion.losses import identity_loss, pairwise_euclidean
 

@@ -63,8 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.augment import imagenet_normalize
-from common.resnet import stage_channels
+from common.data.augment import imagenet_normalize
+from common.nets.resnet import stage_channels
 from stage2_fusion.backbone import AGWBackbone
 from stage2_fusion.layers import BNNeck, GeM
 from stage2_fusion.losses import identity_loss

@@ -5,7 +5,7 @@ name) as the dataset readers guarantee (``common.datasets.base``): ``pids`` (int
 ``cams`` (int64, the dataset's camera numbers), ``is_ir`` (bool) and, for the official
 SYSU-MM01 protocol, ``file_numbers`` (int64, the number in each file name). A protocol
 yields :class:`Trial` objects (query indices, gallery indices, ignore mask) to feed
-``common.metrics.evaluate_ranking``; :func:`protocol_trials` dispatches on a
+``common.evaluation.metrics.evaluate_ranking``; :func:`protocol_trials` dispatches on a
 :class:`ProtocolSpec`, :func:`collapse_ids_for` says whether the CMC collapses repeated
 gallery identities.
 
@@ -102,7 +102,7 @@ from typing import Mapping
 import numpy as np
 
 from common.errors import UserError
-from common.metrics import same_camera_mask
+from common.evaluation.metrics import same_camera_mask
 
 __all__ = [
     "DATASETS",

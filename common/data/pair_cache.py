@@ -9,7 +9,7 @@ train-fusion --pairs``); the format lives only here. Layout of a cache folder::
 
 Partner of a visible image = its generated infrared image; of an infrared image = its
 generated visible-gray image. The manifest records the generator checkpoint's SHA-256,
-the dataset fingerprint (file list, sizes, mtimes; :mod:`common.array_cache`), the image
+the dataset fingerprint (file list, sizes, mtimes; :mod:`common.data.array_cache`), the image
 size, the count and a SHA-256 per shard. :func:`open_pair_cache` refuses a cache that is
 incomplete, corrupt, or made for another dataset, size or generator, with one line that
 names the problem and the command that rebuilds it. There is deliberately no way to

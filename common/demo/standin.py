@@ -7,7 +7,7 @@ ResNet-50 / VGG16, so torchvision's files do not fit them, and the demo cannot d
 anything. This module makes the demo's equivalent: each demo-size network is trained once,
 deterministically, with a plain classification objective (cross-entropy over identities)
 on *visible images only* of procedural identities that are disjoint from the demo's train,
-val and test identities (:func:`common.datasets.demo.pretrain_identity`: other cells of the
+val and test identities (:func:`common.demo.identities.pretrain_identity`: other cells of the
 attribute grid) and seen in other places (camera world 1, not the demo's six cameras).
 It is saved in torchvision's state-dict layout and loaded by exactly the code that loads
 torchvision's ImageNet files (``--pretrained PATH``, ``--vgg16 PATH``).
@@ -61,11 +61,11 @@ from PIL import Image
 from torch import nn
 
 from common.atomic import atomic_write, atomic_write_json
-from common.augment import imagenet_normalize, to_float_images
+from common.data.augment import imagenet_normalize, to_float_images
 from common.errors import UserError
-from common.resnet import Stem, init_resnet_, make_layers, stage_channels
+from common.nets.resnet import Stem, init_resnet_, make_layers, stage_channels
 from common.runlog import info, progress_bar
-from common.vgg import vgg16_feature_layers
+from common.nets.vgg import vgg16_feature_layers
 
 STANDIN = "demo-standin"
 """Config value (``gan.pretrained``, ``fusion.backbone.pretrained``, ``fusion.vgg16``) naming
@@ -169,7 +169,7 @@ def standin_path(spec: StandinSpec, pretrain, cache_dir: Path | None = None) -> 
     """Where the stand-in of ``spec`` made with the ``pretrain`` recipe (a
     :class:`common.config.PretrainConfig`) lives; the name carries its cache key."""
     from common.config import digest
-    from common.datasets.demo import GENERATOR_VERSION
+    from common.demo.writing import GENERATOR_VERSION
 
     key = digest({"spec": dataclasses.asdict(spec), "recipe": dataclasses.asdict(pretrain), "demo": GENERATOR_VERSION,
                   "recipe_version": RECIPE_VERSION, "render": RENDER_SIZE, "optimizer": _recipe(spec)})
@@ -188,7 +188,7 @@ def stand_in_data(pretrain, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     """The pretraining images at ``size``: (train uint8 (N, H, W, 3), train labels int64,
     held-out uint8, held-out labels), the last ``held_out_per_identity`` images of each
     identity held out."""
-    from common.datasets.demo import pretrain_images
+    from common.demo.rendering import pretrain_images
 
     per = pretrain.images_per_identity + pretrain.held_out_per_identity
     with progress_bar(pretrain.identities * per, "stand-in images", unit="img") as advance:

@@ -164,7 +164,7 @@ def evaluate_ranking(
         ignore: optional ``(Q, G)`` bool array; ``True`` removes that gallery item from that
             query's ranked list before anything is computed (it neither counts as a hit nor
             takes a rank). Use :func:`same_camera_mask` for the usual same-id-same-camera
-            removal, ``common.protocols.sysu_ignore_mask`` for SYSU-MM01's camera-3/camera-2
+            removal, ``common.evaluation.protocols.sysu_ignore_mask`` for SYSU-MM01's camera-3/camera-2
             rule.
         max_rank: length of the returned CMC, ``>= 1``. If the ranked lists are shorter
             (``G < max_rank``, or few distinct identities after collapsing), the CMC simply

@@ -5,7 +5,7 @@ with the stride on the 3x3 convolution (torchvision's "ResNet v1.5"). Parameter 
 match torchvision's ``resnet50`` (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so an
 ImageNet state dict loads directly when ``layers == (3, 4, 6, 3)`` and
 ``base_width == 64``. Smaller settings (the demo profile) keep the structure and scale
-every width by ``base_width / 64``; the demo's ImageNet stand-in (:mod:`common.standin`) is
+every width by ``base_width / 64``; the demo's ImageNet stand-in (:mod:`common.demo.standin`) is
 a state dict of the same layout at those sizes and loads through the same functions
 (:func:`resolve_pretrained`, :func:`load_resnet_state`, :func:`load_into`).
 """
@@ -147,7 +147,7 @@ def resolve_pretrained(spec: str) -> Path | None:
         raise UserError(pretrained_required_message("pretrained"))
     if spec in ("", "none"):
         return None
-    if spec == "demo-standin":  # common.standin.STANDIN
+    if spec == "demo-standin":  # common.demo.standin.STANDIN
         raise UserError("pretrained weights 'demo-standin' name the demo's ImageNet stand-in, which the pipeline commands build and "
                         "resolve (run-all, train-gan, train-fusion, ablate, pretrain); building a model yourself, pass the file "
                         "path that pipeline pretrain prints")
@@ -169,7 +169,7 @@ def resolve_pretrained(spec: str) -> Path | None:
 def load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
     """Read a torchvision-layout ResNet state dict (``conv1``, ``bn1``, ``layer1``..``layer4``;
     ``fc.*`` dropped): torchvision's ImageNet ResNet-50 file, or the demo's stand-in
-    (:mod:`common.standin`) at the demo's depth and width.
+    (:mod:`common.demo.standin`) at the demo's depth and width.
 
     Raises:
         UserError: if the file cannot be read or is not a ResNet state dict.

@@ -22,7 +22,7 @@ import numpy as np
 from common.atomic import unwritable_error
 from common.datasets.base import Sample, split_arrays
 from common.errors import UserError
-from common.images import read_image
+from common.data.images import read_image
 from common.runlog import progress_bar
 
 CACHE_FORMAT_VERSION = 1

@@ -2,7 +2,7 @@
 at any width, and reading its state dicts.
 
 MSO's perceptual edge loss (``stage2_fusion.losses.PerceptualEdgeLoss``) chains slices of
-``vgg16().features``; the demo's ImageNet stand-in (:mod:`common.standin`) trains the same
+``vgg16().features``; the demo's ImageNet stand-in (:mod:`common.demo.standin`) trains the same
 layout at the demo's width. Indices and parameter names match torchvision
 (``features.<i>.weight``), so torchvision's ImageNet file and the stand-in's file load
 through the same code.
