@@ -22,12 +22,42 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from common.nets.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import Stem, init_resnet_, load_resnet_parts, make_layers, stage_channels
 from stage2_fusion.layers import NonLocalBlock
 
 StageHook = Callable[[torch.Tensor], torch.Tensor]
 # stem_hook(stem output (B, w, H/4, W/4), the inputs that produced it) -> (B, w, H/4, W/4)
 StemHook = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def add_nonlocal_blocks(module: nn.Module, stages: Sequence[int], layers: tuple[int, ...], nonlocal_blocks: tuple[int, ...],
+                        base_width: int, inter_channels: int) -> None:
+    """Give ``module`` AGW's non-local blocks: for each stage s of ``stages``, a ModuleList
+    ``nonlocal_layer{s}`` of ``nonlocal_blocks[s - 1]`` :class:`NonLocalBlock` s, run after
+    the last that many bottlenecks of ``layer{s}`` (AGW model.py ``NL_2_idx``, ``NL_3_idx``),
+    and ``module.nonlocal_after[f"layer{s}"]``, the bottleneck indices they follow.
+
+    Used by :class:`AGWBackbone` (stages 1-4) and GLMN (stages 2-4, its layer1 is per modality).
+    """
+    if not hasattr(module, "nonlocal_after"):
+        module.nonlocal_after = {}
+    channels = stage_channels(base_width)
+    for stage in stages:
+        n_nl, n_blocks = nonlocal_blocks[stage - 1], layers[stage - 1]
+        setattr(module, f"nonlocal_layer{stage}", nn.ModuleList(NonLocalBlock(channels[stage - 1], inter_channels) for _ in range(n_nl)))
+        module.nonlocal_after[f"layer{stage}"] = list(range(n_blocks - n_nl, n_blocks))
+
+
+def run_stage(module: nn.Module, stage: int, x: torch.Tensor) -> torch.Tensor:
+    """``module.layer{stage}``'s bottlenecks with its non-local blocks after the indices
+    :func:`add_nonlocal_blocks` recorded. Shapes: as the ResNet stage."""
+    nl_blocks: nn.ModuleList = getattr(module, f"nonlocal_layer{stage}")
+    after = module.nonlocal_after[f"layer{stage}"]
+    for i, block in enumerate(getattr(module, f"layer{stage}")):
+        x = block(x)
+        if i in after:
+            x = nl_blocks[after.index(i)](x)
+    return x
 
 
 class AGWBackbone(nn.Module):
@@ -60,22 +90,10 @@ class AGWBackbone(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = make_layers(base_width, tuple(layers), last_stride)
         self.out_channels = stage_channels(base_width)[-1]
         init_resnet_(self)
-        # non-local blocks, and after which bottleneck index each one runs
-        self.nonlocal_after: dict[str, list[int]] = {}
-        for stage, (n_nl, n_blocks, channels) in enumerate(zip(nonlocal_blocks, layers, stage_channels(base_width)), start=1):
-            name = f"nonlocal_layer{stage}"
-            setattr(self, name, nn.ModuleList(NonLocalBlock(channels, nonlocal_inter_channels) for _ in range(n_nl)))
-            self.nonlocal_after[f"layer{stage}"] = list(range(n_blocks - n_nl, n_blocks))
+        add_nonlocal_blocks(self, (1, 2, 3, 4), tuple(layers), tuple(nonlocal_blocks), base_width, nonlocal_inter_channels)
 
     def _run_stage(self, stage: int, x: torch.Tensor) -> torch.Tensor:
-        layer: nn.Sequential = getattr(self, f"layer{stage}")
-        nl_blocks: nn.ModuleList = getattr(self, f"nonlocal_layer{stage}")
-        after = self.nonlocal_after[f"layer{stage}"]
-        for i, block in enumerate(layer):
-            x = block(x)
-            if i in after:
-                x = nl_blocks[after.index(i)](x)
-        return x
+        return run_stage(self, stage, x)
 
     def forward_stems(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each stream through its own stem, concatenated along the batch: (B, w, H/4, W/4)."""
@@ -117,14 +135,9 @@ class AGWBackbone(nn.Module):
         Raises:
             UserError: missing file or a backbone that is not ResNet-50 sized.
         """
-        path = resolve_pretrained(spec)
-        if path is None:
-            return 0
-        state = load_resnet_state(path)
-        loaded = load_into(self, state, {f"layer{i}.": f"layer{i}." for i in range(1, 5)}, "re-ID backbone")
-        for name in self.stems:
-            loaded += load_into(self, state, {"conv1.": f"stems.{name}.conv1.", "bn1.": f"stems.{name}.bn1."}, "re-ID backbone")
-        return loaded
+        renames = [{f"layer{i}.": f"layer{i}." for i in range(1, 5)}]
+        renames += [{"conv1.": f"stems.{name}.conv1.", "bn1.": f"stems.{name}.bn1."} for name in self.stems]
+        return load_resnet_parts(self, spec, renames, "re-ID backbone")
 
 
 class PerModalityBackbone(nn.Module):

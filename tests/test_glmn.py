@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.augment import imagenet_normalize
+from common.data.augment import CAJ_ERASE_FILL, adaptive_gray_caj, imagenet_normalize, random_erasing
 from common.config import RecipeConfig, load_config
 from common.errors import UserError
 from common.nets.resnet import Stem, make_layers
 from stage2_fusion.methods.glmn import (
     AFAM,
-    CAJ_ERASE_VALUE,
     ChannelAttention,
     GLMNAugment,
     GLMNNet,
@@ -28,8 +27,6 @@ from stage2_fusion.methods.glmn import (
     adp_triplet_loss,
     aligned_local_distance,
     aligned_local_triplet_loss,
-    caj_random_erasing,
-    channel_adap_gray,
     glmn_loss,
     greedy_alignment_distance,
     hard_example_indices,
@@ -454,7 +451,7 @@ def test_channel_adap_gray_probability_only_decides_between_gray_and_unchanged()
     x = torch.rand(800, 3, 4, 2)
     gray = (x * torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
     for p, expected_gray in ((1.0, 200), (0.0, 0)):  # idx 3 has probability 1/4: 800 / 4 = 200 +- 12
-        out = channel_adap_gray(x, p)
+        out = adaptive_gray_caj(x, p)
         n_gray = int(torch.isclose(out, gray).flatten(1).all(1).sum())
         n_same = int((out == x).flatten(1).all(1).sum())
         assert abs(n_gray - expected_gray) < 50 and abs(n_same - (200 - expected_gray)) < 50
@@ -498,12 +495,12 @@ def test_augment_crops_and_flips_each_view_independently():
 def test_caj_random_erasing_probability_value_and_rectangle():
     torch.manual_seed(9)
     x = torch.zeros(2000, 3, H, W)
-    erased = caj_random_erasing(x, p=0.5)
+    erased = random_erasing(x, p=0.5)
     mask = erased[:, 0] != 0  # (B, H, W)
     hit = mask.flatten(1).any(1)
     assert 900 < int(hit.sum()) < 1100  # p = 0.5: 1000 +- 22
     for c in range(3):  # fill = CAJ's mean, per channel, inside the rectangle only
-        assert torch.allclose(erased[:, c][mask], torch.full_like(erased[:, c][mask], CAJ_ERASE_VALUE[c]))
+        assert torch.allclose(erased[:, c][mask], torch.full_like(erased[:, c][mask], CAJ_ERASE_FILL[c]))
         assert (erased[:, c][~mask] == 0).all()
     m = mask[hit].float()
     rows, cols = m.amax(dim=2).sum(dim=1), m.amax(dim=1).sum(dim=1)
@@ -513,7 +510,7 @@ def test_caj_random_erasing_probability_value_and_rectangle():
     assert ((rows < H) & (cols < W)).all()
     # corners uniform over 0 .. H - h and 0 .. W - w (both ends): rectangles reach every border
     assert mask[:, 0].any() and mask[:, -1].any() and mask[:, :, 0].any() and mask[:, :, -1].any()
-    assert not caj_random_erasing(x[:50], p=0.0).any() and caj_random_erasing(x[:50], p=1.0)[:, 0].ne(0).flatten(1).any(1).all()
+    assert not random_erasing(x[:50], p=0.0).any() and random_erasing(x[:50], p=1.0)[:, 0].ne(0).flatten(1).any(1).all()
 
 
 def test_augment_erases_each_view_with_probability_half():
@@ -527,14 +524,14 @@ def test_augment_erases_each_view_with_probability_half():
         assert 160 < int(varies.sum()) < 240, name  # 200 +- 10
     # "vis" is erased before normalisation (G data_loader0.py): its fill is CAJ's mean in [0, 1] units;
     # "vis_ca" after it: the fill is CAJ's numbers themselves, then one channel is copied
-    fill = imagenet_normalize(torch.tensor(CAJ_ERASE_VALUE).view(1, 3, 1, 1)).view(3, 1)
+    fill = imagenet_normalize(torch.tensor(CAJ_ERASE_FILL).view(1, 3, 1, 1)).view(3, 1)
     background = imagenet_normalize(colour[:1])[0, :, 0, :1]  # (3, 1)
     values = out["vis"].permute(1, 0, 2, 3).flatten(1)  # (3, n H W)
     assert (torch.isclose(values, fill) | torch.isclose(values, background)).all()
     assert torch.isclose(values, fill).any(dim=1).all()
-    allowed = torch.cat([background.flatten(), torch.tensor(CAJ_ERASE_VALUE)])
+    allowed = torch.cat([background.flatten(), torch.tensor(CAJ_ERASE_FILL)])
     assert torch.isclose(out["vis_ca"].flatten().unsqueeze(1), allowed).any(dim=1).all()
-    assert torch.isclose(out["vis_ca"].flatten().unsqueeze(1), torch.tensor(CAJ_ERASE_VALUE)).any()
+    assert torch.isclose(out["vis_ca"].flatten().unsqueeze(1), torch.tensor(CAJ_ERASE_FILL)).any()
 
 
 def test_the_registered_glmn_loss_takes_its_weight_and_margin_from_the_recipe():

@@ -13,25 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.augment import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from common.data.augment import (CAJ_ERASE_FILL, IMAGENET_MEAN, IMAGENET_STD, adaptive_gray_mscmnet, brightness_jitter, channel_exchange,
+                                  channel_t, imagenet_normalize, pad_crop_flip, random_erasing, random_grayscale)
 from common.config import RecipeConfig
 from stage2_fusion.methods.mscmnet import (
-    ERASING_FILL,
     MIMB,
     STREAMS,
     MIMBBlock,
     MSCMNet,
     MSCMNetAugment,
-    brightness_jitter,
-    channel_adap_gray,
-    channel_exchange,
-    channel_random_erasing,
-    channel_t,
     mimb_heads,
     mscmnet_loss,
-    pad_crop_flip,
     qct_loss,
-    random_grayscale,
 )
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -399,7 +392,7 @@ def test_augment_gives_four_normalised_views_of_the_right_rows():
 def test_augment_erases_in_the_normalised_tensor_with_the_code_values():
     torch.manual_seed(0)
     views = MSCMNetAugment()(torch.rand(40, 3, 32, 16), torch.ones(40, dtype=torch.bool))
-    fill = torch.tensor(ERASING_FILL).view(1, 3, 1, 1)
+    fill = torch.tensor(CAJ_ERASE_FILL).view(1, 3, 1, 1)
     erased = (views["vis"] == fill).all(dim=1)  # (B, H, W): pixels holding (0.4914, 0.4822, 0.4465)
     assert 0.3 < erased.flatten(1).any(dim=1).float().mean() < 0.7  # ChannelRandomErasing(probability=0.5)
 
@@ -457,11 +450,11 @@ def test_channel_adap_gray_changes_normalised_infrared_images_but_not_raw_ones()
     torch.manual_seed(0)
     # Before normalisation (what MSCMNet issue #4 observes) every outcome is the image itself
     # (the luma weights sum to 0.9999).
-    assert torch.allclose(channel_adap_gray(v), v, atol=2e-4)
+    assert torch.allclose(adaptive_gray_mscmnet(v), v, atol=2e-4)
     # The code applies it after normalisation, where the channels differ: 3/4 of the images change.
     normalised = imagenet_normalize(v)
     torch.manual_seed(0)
-    changed = (channel_adap_gray(normalised) - normalised).abs().amax(dim=(1, 2, 3)) > 1e-3
+    changed = (adaptive_gray_mscmnet(normalised) - normalised).abs().amax(dim=(1, 2, 3)) > 1e-3
     assert 0.65 < changed.float().mean() < 0.85
 
 
@@ -483,7 +476,7 @@ def test_pad_crop_flip_takes_a_window_of_the_zero_padded_image():
 def test_channel_random_erasing_fills_one_rectangle_with_the_code_values():
     torch.manual_seed(0)
     x = torch.full((300, 3, 32, 16), -7.0)
-    out = channel_random_erasing(x, p=0.5)
+    out = random_erasing(x, p=0.5)
     erased = out[:, 0] != -7.0  # (B, H, W)
     hit = erased.flatten(1).any(dim=1)
     assert 0.4 < hit.float().mean() < 0.6
@@ -493,7 +486,7 @@ def test_channel_random_erasing_fills_one_rectangle_with_the_code_values():
         h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
         assert erased[b].sum() == h * w and h < 32 and w < 16  # one full rectangle, smaller than the image
         for c in range(3):
-            assert (out[b, c][erased[b]] == ERASING_FILL[c]).all()
+            assert (out[b, c][erased[b]] == CAJ_ERASE_FILL[c]).all()
         areas.append(int(h * w))
     # target area U(0.02, 0.4) x 512 = [10.2, 204.8] (mean 107.5), up to rounding of h and w;
     # kornia's default (0.02, 0.33) would give a mean of ~90 and nothing above ~180

@@ -1,14 +1,28 @@
-"""Batched augmentation on the training device (kornia), from uint8 batches.
+"""Batched augmentation on the training device, from uint8 batches: every operation once.
 
 Workers only slice uint8 arrays; conversion to float, normalisation and augmentation run
-here, on whole batches, on the GPU when there is one (STYLE.md section 7).
+here, on whole batches, on the GPU when there is one (CONTRIBUTING.md, "Performance").
 
 Re-ID training recipe (AGW, mangye16/Cross-Modal-Re-ID-baseline:train.py): zero-pad 10 +
 random crop back to (H, W), horizontal flip p = 0.5, ImageNet normalisation; optional
 random erasing (Zhong et al., AAAI 2020) and CAJ channel augmentation (Ye et al., ICCV
 2021: random channel exchange of visible images). An image and its generated partner are
 augmented *jointly* (stacked along channels) so that they stay pixel-aligned, as TSME
-translates the already-augmented image.
+translates the already-augmented image (:class:`ReidTrainAugment`, kornia).
+
+The per-image operations of CAJ's ``channel_aug.py`` (mangye16/Channel-Augmented-Joint-
+Learning), which GLMN (cq0907/GFMNet) and MSCMNet (Hua-XC/MSCMNet) copy, are written once
+below, on whole batches; where a paper's copy differs, the difference is a parameter (or,
+for ChannelAdapGray, a function of its own name) citing its source:
+
+| operation                  | function                  | used by                              |
+|----------------------------|---------------------------|--------------------------------------|
+| Pad + RandomCrop + flip    | :func:`pad_crop_flip`     | GLMN, MSCMNet views                  |
+| ChannelRandomErasing       | :func:`random_erasing`    | GLMN, MSCMNet views                  |
+| ChannelExchange(gray=2)    | :func:`channel_exchange`  | AGW/TSME ``channel_aug`` (p 0.5, visible only), GLMN, MSCMNet (p 1) |
+| ChannelAdapGray (CAJ)      | :func:`adaptive_gray_caj` | GLMN infrared view                   |
+| ChannelAdapGray (MSCMNet's edit) | :func:`adaptive_gray_mscmnet` | MSCMNet infrared view       |
+| RandomGrayscale, ColorJitter(brightness), ChannelT | :func:`random_grayscale`, :func:`brightness_jitter`, :func:`channel_t` | MSCMNet views |
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ from __future__ import annotations
 import kornia
 import kornia.augmentation as KA
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,7 +113,7 @@ class ReidTrainAugment(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
         if self.channel_aug and is_visible is not None:
-            images = _random_channel_exchange(images, is_visible)
+            images = channel_exchange(images, p=0.5, only=is_visible)
         if self.gray_mix_p > 0 and is_visible is not None:
             images = random_gray_mix(images, is_visible, self.gray_mix_p)
         stacked = images if partners is None else torch.cat([images, partners], dim=1)  # (B, 3 or 6, H, W)
@@ -112,16 +127,6 @@ class ReidTrainAugment(nn.Module):
         if partners is None:
             return stacked, None
         return stacked[:, :3], stacked[:, 3:]
-
-
-def _random_channel_exchange(images: torch.Tensor, is_visible: torch.Tensor) -> torch.Tensor:
-    """CAJ channel exchange (Ye et al., ICCV 2021): with p = 0.5 a visible image becomes
-    one of its R, G, B channels replicated to 3 channels; infrared images are unchanged."""
-    batch = images.shape[0]
-    pick = torch.randint(0, 3, (batch,), device=images.device)
-    apply = (torch.rand(batch, device=images.device) < 0.5) & is_visible.to(images.device)
-    chosen = images.gather(1, pick.view(batch, 1, 1, 1).expand(-1, 1, *images.shape[2:])).expand(-1, 3, -1, -1)
-    return torch.where(apply.view(batch, 1, 1, 1), chosen, images)
 
 
 def random_gray_mix(images: torch.Tensor, is_visible: torch.Tensor, p: float) -> torch.Tensor:
@@ -144,3 +149,194 @@ def random_gray_mix(images: torch.Tensor, is_visible: torch.Tensor, p: float) ->
     lo, hi = gray.amin(dim=(2, 3), keepdim=True), gray.amax(dim=(2, 3), keepdim=True)
     gray = ((gray - lo) / (hi - lo).clamp_min(1e-6)).expand(-1, 3, -1, -1)
     return torch.where(apply.view(batch, 1, 1, 1), gray, images)
+
+
+# --------------------------------------------------------------------------- CAJ's per-image operations, batched
+
+#: CAJ ``ChannelRandomErasing(mean=...)`` fill per channel (channel_aug.py; GLMN and MSCMNet keep it).
+CAJ_ERASE_FILL = (0.4914, 0.4822, 0.4465)
+#: CAJ ``ChannelAdapGray`` grayscale weights (channel_aug.py: 0.2989 R + 0.587 G + 0.114 B).
+CAJ_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+def pad_crop_flip(images: torch.Tensor, pad: int, flip_p: float) -> torch.Tensor:
+    """torchvision ``Pad(pad)`` (zeros) + ``RandomCrop((H, W))`` + ``RandomHorizontalFlip(flip_p)``,
+    independently per image: crop offsets are uniform integers in [0, 2 pad] (rows and
+    columns, both ends included), then a mirror with probability ``flip_p``.
+
+    GLMN (cq0907/GFMNet ``data_loader0.py``) and MSCMNet (Hua-XC/MSCMNet ``build_transforms.py``)
+    both take it from CAJ's transforms with pad 10 and flip 0.5. With ``pad <= 0`` and
+    ``flip_p <= 0`` the batch is returned as it is and no random number is drawn.
+
+    Shapes: (B, C, H, W) float -> (B, C, H, W).
+    """
+    b, _, h, w = images.shape
+    if pad <= 0 and flip_p <= 0:
+        return images
+    dev = images.device
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad > 0 else images  # (B, C, H + 2p, W + 2p)
+    top = torch.randint(0, 2 * pad + 1, (b,), device=dev)
+    left = torch.randint(0, 2 * pad + 1, (b,), device=dev)
+    rows = top.unsqueeze(1) + torch.arange(h, device=dev)  # (B, H)
+    cols = left.unsqueeze(1) + torch.arange(w, device=dev)  # (B, W)
+    flip = torch.rand(b, device=dev) < flip_p
+    cols = torch.where(flip.unsqueeze(1), cols.flip(1), cols)
+    batch = torch.arange(b, device=dev).view(b, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+def random_erasing(images: torch.Tensor, p: float = 0.5, fill: tuple[float, float, float] = CAJ_ERASE_FILL,
+                   area: tuple[float, float] = (0.02, 0.4), min_aspect: float = 0.3, attempts: int = 100) -> torch.Tensor:
+    """CAJ ``ChannelRandomErasing`` (random erasing, Zhong et al., AAAI 2020), batched.
+
+    With probability ``p`` per image: up to ``attempts`` draws of a target area uniform in
+    ``area`` x H W and an aspect ratio uniform in [min_aspect, 1 / min_aspect]; the
+    rectangle is h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)) (half to
+    even, as Python's ``round``), accepted if h < H and w < W; the first accepted draw is
+    placed at a uniform top-left corner (0 .. H - h, 0 .. W - w) and filled with ``fill``
+    per channel; no accepted draw, no erasing. All draws are made at once and the first
+    valid one taken: the code's loop, same distribution.
+
+    ``fill`` is written as it is, in the units of the tensor: GLMN erases its plain visible
+    view before normalising (so in [0, 1] units), the other views and MSCMNet's after it.
+
+    Shapes: (B, 3, H, W) float -> (B, 3, H, W).
+
+    Raises:
+        ValueError: not (B, 3, H, W).
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    dev = images.device
+    apply = torch.rand(b, device=dev) < p
+    target = (area[0] + (area[1] - area[0]) * torch.rand(b, attempts, device=dev)) * (h * w)
+    aspect = min_aspect + (1.0 / min_aspect - min_aspect) * torch.rand(b, attempts, device=dev)
+    eh = torch.round(torch.sqrt(target * aspect)).long()  # (B, attempts)
+    ew = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (eh < h) & (ew < w)
+    first = ok.int().argmax(dim=1, keepdim=True)  # first accepted draw
+    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)  # (B,)
+    y0 = (torch.rand(b, device=dev) * (h - eh + 1)).long().clamp(max=h - 1)
+    x0 = (torch.rand(b, device=dev) * (w - ew + 1)).long().clamp(max=w - 1)
+    r = torch.arange(h, device=dev).unsqueeze(0)
+    c = torch.arange(w, device=dev).unsqueeze(0)
+    in_rows = (r >= y0.unsqueeze(1)) & (r < (y0 + eh).unsqueeze(1))  # (B, H)
+    in_cols = (c >= x0.unsqueeze(1)) & (c < (x0 + ew).unsqueeze(1))  # (B, W)
+    mask = in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & (apply & ok.any(dim=1)).view(b, 1, 1)  # (B, H, W)
+    return torch.where(mask.unsqueeze(1), images.new_tensor(fill).view(1, 3, 1, 1), images)
+
+
+def _replicate_channel(images: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W), (B,) int64 in 0..2 -> each image's chosen channel copied to all 3 (an expanded view)."""
+    b, _, h, w = images.shape
+    return images.gather(1, channel.view(b, 1, 1, 1).expand(b, 1, h, w)).expand(b, 3, h, w)
+
+
+def channel_exchange(images: torch.Tensor, p: float = 1.0, only: torch.Tensor | None = None) -> torch.Tensor:
+    """CAJ ``ChannelExchange(gray=2)`` (Ye et al., ICCV 2021): an image becomes its R, G or B
+    channel (uniformly; ``random.randint(0, 2)``) copied to all three channels.
+
+    Args:
+        images: (B, 3, H, W) float.
+        p: probability that an image is exchanged. GLMN's and MSCMNet's augmented visible
+            views exchange every image (p = 1, their transform lists apply it always);
+            ``channel_aug = true`` on AGW / MSO / TSME exchanges half of the visible images
+            (p = 0.5, as CAJ's ``RandomChoice`` between the plain and the exchanged view).
+        only: optional (B,) bool: images that may be exchanged (the visible ones); the
+            others are returned unchanged.
+
+    The channel is drawn for every image first, then (when ``p < 1`` or ``only`` is given)
+    whether to apply it, so p = 1 draws one number per image.
+
+    Shapes: (B, 3, H, W) -> (B, 3, H, W).
+    """
+    b = images.shape[0]
+    chosen = _replicate_channel(images, torch.randint(0, 3, (b,), device=images.device))
+    if p >= 1.0 and only is None:
+        return chosen
+    apply = torch.rand(b, device=images.device) < p
+    if only is not None:
+        apply = apply & only.to(images.device)
+    return torch.where(apply.view(b, 1, 1, 1), chosen, images)
+
+
+def _copy_or_gray(images: torch.Tensor, p: float, copy_channels: tuple[int, ...]) -> torch.Tensor:
+    """ChannelAdapGray's scheme: idx uniform in 0 .. len(copy_channels); idx < n copies channel
+    ``copy_channels[idx]`` to all three; idx = n gives, with probability p, the grayscale
+    ``CAJ_GRAY_WEIGHTS . (R, G, B)`` in all three channels, else the image unchanged
+    (``if random.uniform(0, 1) > p: return img``)."""
+    b = images.shape[0]
+    n = len(copy_channels)
+    idx = torch.randint(0, n + 1, (b,), device=images.device)
+    to_gray = (idx == n) & (torch.rand(b, device=images.device) <= p)
+    channel = images.new_tensor(copy_channels, dtype=torch.long)[idx.clamp(max=n - 1)]
+    copied = _replicate_channel(images, channel)
+    gray = (images * images.new_tensor(CAJ_GRAY_WEIGHTS).view(1, 3, 1, 1)).sum(dim=1, keepdim=True).expand_as(images)
+    out = torch.where(to_gray.view(b, 1, 1, 1), gray, images)
+    return torch.where((idx < n).view(b, 1, 1, 1), copied, out)
+
+
+def adaptive_gray_caj(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """CAJ ``ChannelAdapGray(probability=p)`` as released (mangye16/Channel-Augmented-Joint-Learning
+    ``ChannelAug.py``; GLMN's copy, cq0907/GFMNet ``ChannelAug.py``): ``random.randint(0, 3)``;
+    0-2 copy that channel (R, G or B) to all three; 3: with probability p the grayscale
+    0.2989 R + 0.587 G + 0.114 B, else unchanged. So 3/4 channel copies, p/4 gray,
+    (1 - p)/4 unchanged.
+
+    Shapes: (B, 3, H, W) float -> (B, 3, H, W).
+    """
+    return _copy_or_gray(images, p, (0, 1, 2)).contiguous()
+
+
+def adaptive_gray_mscmnet(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """MSCMNet's edited ``ChannelAdapGray(probability=p)`` (Hua-XC/MSCMNet ``channel_aug.py``):
+    ``random.randint(0, 1)``; 0 copies channel 1 (G) to all three; 1: with probability p the
+    grayscale 0.2989 R + 0.587 G + 0.114 B, else unchanged. So P(G copy) = 1/2,
+    P(gray) = p/2, P(unchanged) = (1 - p)/2.
+
+    MSCMNet applies it to *normalised* infrared tensors (``train_transforms_thermal1``:
+    ``normalize`` first). Its issue #4 reports that it returns infrared images unchanged,
+    true of their equal raw channels; after normalisation the channels differ, so the G copy
+    and the gray branch do change them. We do what the code does.
+
+    Shapes: (B, 3, H, W) float -> (B, 3, H, W).
+    """
+    return _copy_or_gray(images, p, (1,))
+
+
+def random_grayscale(images: torch.Tensor, p: float) -> torch.Tensor:
+    """torchvision ``RandomGrayscale(p)`` (MSCMNet's first visible view): with probability p
+    per image, 0.299 R + 0.587 G + 0.114 B (PIL "L", without its uint8 rounding) in all
+    three channels.
+
+    Shapes: (B, 3, H, W) float [0, 1] -> same.
+    """
+    apply = torch.rand(images.shape[0], device=images.device) < p
+    gray = (0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]).expand_as(images)
+    return torch.where(apply.view(-1, 1, 1, 1), gray, images)
+
+
+def brightness_jitter(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """torchvision ``ColorJitter(brightness=strength)`` on PIL images (MSCMNet's second
+    infrared view): every image scaled by a factor uniform in [max(0, 1 - s), 1 + s],
+    clipped to [0, 1] (no uint8 rounding).
+
+    Shapes: (B, 3, H, W) float [0, 1] -> same.
+    """
+    low = max(0.0, 1.0 - strength)
+    factor = low + (1.0 + strength - low) * torch.rand(images.shape[0], 1, 1, 1, device=images.device)
+    return (images * factor).clamp(0.0, 1.0)
+
+
+def channel_t(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """MSCMNet ``channel_aug.py`` ``ChannelT(probability=p)``: with probability p per image,
+    channel c is multiplied by 2 a_c, a_c uniform in [0.01, 0.5] (three independent draws).
+
+    Shapes: (B, 3, H, W) float (normalised) -> same.
+    """
+    b = images.shape[0]
+    apply = ~(torch.rand(b, device=images.device) > p)
+    scale = 2.0 * (0.01 + 0.49 * torch.rand(b, 3, 1, 1, device=images.device))
+    return torch.where(apply.view(b, 1, 1, 1), images * scale, images)

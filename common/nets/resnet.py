@@ -221,3 +221,23 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], rename: dict[st
         raise UserError(f"the weights do not fit the {what} ({missing[0]} is not in the file); {_fit_hint(what)}")
     module.load_state_dict(loaded, strict=False)
     return len(loaded)
+
+
+def load_resnet_parts(module: nn.Module, spec: str, renames: list[dict[str, str]], what: str) -> int:
+    """Load a torchvision ResNet state dict (``spec``: path, "imagenet" or "none", see
+    :func:`resolve_pretrained`) into the parts of ``module`` that ``renames`` name: each dict
+    maps torchvision prefixes to ``module``'s (``{"conv1.": "stems.vis.conv1."}``), loaded
+    with :func:`load_into`. The re-ID backbones (AGW's stems and body, GLMN's modality layers
+    and body) load through it.
+
+    Returns:
+        Number of tensors loaded (0 for "none").
+
+    Raises:
+        UserError: as :func:`resolve_pretrained`, :func:`load_resnet_state` and :func:`load_into`.
+    """
+    path = resolve_pretrained(spec)
+    if path is None:
+        return 0
+    state = load_resnet_state(path)
+    return sum(load_into(module, state, rename, what) for rename in renames)

@@ -102,9 +102,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.augment import imagenet_normalize
+from common.data.augment import adaptive_gray_caj, channel_exchange, imagenet_normalize, pad_crop_flip, random_erasing
 from common.errors import UserError
-from common.nets.resnet import Stem, init_resnet_, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import Stem, init_resnet_, load_resnet_parts, make_layers, stage_channels
+from stage2_fusion.backbone import add_nonlocal_blocks, run_stage
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock
 from stage2_fusion.losses import identity_loss, pairwise_euclidean
 
@@ -112,8 +113,6 @@ LOCAL_DIM = 128  # G model_test0.py: nn.Conv2d(2048, 128, 1)
 ATTENTION_REDUCTION = 16  # G ChannelAttention: in_planes // 16 (its ``ratio`` argument is ignored)
 SPATIAL_KERNEL = 7  # G SpatialAttention default
 ADP_CLAMP = 44.0  # G loss.py TripletLoss_ADP0: clamp_max(diff_pow, 44) (CAJ uses 88)
-CAJ_ERASE_VALUE = (0.4914, 0.4822, 0.4465)  # CAJ ChannelRandomErasing ``mean``
-CAJ_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # CAJ ChannelAdapGray grayscale
 
 # stream name -> modality-specific layers it runs through; canonical row order of a batch
 STREAM_MODALITY = {"vis": "vis", "vis_ca": "vis", "ir": "ir"}
@@ -282,12 +281,7 @@ class GLMNNet(nn.Module):
         self.specific = nn.ModuleDict({m: ModalityLayers(bb.base_width, layers[0]) for m in ("vis", "ir")})
         _, self.layer2, self.layer3, self.layer4 = make_layers(bb.base_width, layers, bb.last_stride)
         init_resnet_(self)  # the ResNet parts only: the modules below keep their own init
-        self.nonlocal_after: dict[int, list[int]] = {}
-        for stage in (2, 3, 4):
-            n_nl, n_blocks = bb.nonlocal_blocks[stage - 1], layers[stage - 1]
-            setattr(self, f"nonlocal_layer{stage}",
-                    nn.ModuleList(NonLocalBlock(channels[stage - 1], bb.nonlocal_inter_channels) for _ in range(n_nl)))
-            self.nonlocal_after[stage] = list(range(n_blocks - n_nl, n_blocks))
+        add_nonlocal_blocks(self, (2, 3, 4), layers, tuple(bb.nonlocal_blocks), bb.base_width, bb.nonlocal_inter_channels)
         self.afam = AFAM(channels[0], bb.nonlocal_inter_channels)
         self.gem = GeM(3.0)
         self.bnneck = BNNeck(channels[3], num_classes)
@@ -311,24 +305,10 @@ class GLMNNet(nn.Module):
         Raises:
             UserError: missing file, not a ResNet-50 state dict, or a backbone of another size.
         """
-        path = resolve_pretrained(spec)
-        if path is None:
-            return 0
-        state = load_resnet_state(path)
-        loaded = load_into(self, state, {f"layer{i}.": f"layer{i}." for i in (2, 3, 4)}, "GLMN backbone")
-        for m in self.specific:
-            loaded += load_into(self, state, {"conv1.": f"specific.{m}.stem.conv1.", "bn1.": f"specific.{m}.stem.bn1.",
-                                              "layer1.": f"specific.{m}.layer1."}, "GLMN backbone")
-        return loaded
-
-    def _run_stage(self, stage: int, x: torch.Tensor) -> torch.Tensor:
-        nl_blocks: nn.ModuleList = getattr(self, f"nonlocal_layer{stage}")
-        after = self.nonlocal_after[stage]
-        for i, block in enumerate(getattr(self, f"layer{stage}")):
-            x = block(x)
-            if i in after:
-                x = nl_blocks[after.index(i)](x)
-        return x
+        renames = [{f"layer{i}.": f"layer{i}." for i in (2, 3, 4)}]
+        renames += [{"conv1.": f"specific.{m}.stem.conv1.", "bn1.": f"specific.{m}.stem.bn1.", "layer1.": f"specific.{m}.layer1."}
+                    for m in self.specific]
+        return load_resnet_parts(self, spec, renames, "GLMN backbone")
 
     def feature_map(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Modality layers, AFAM, shared layer2-4: (B, 32w, H/16, W/16), rows vis, vis_ca, ir.
@@ -348,9 +328,9 @@ class GLMNNet(nn.Module):
             if xs:
                 parts.append(self.specific[modality](torch.cat(xs, dim=0)))  # (B_m, 4w, H/4, W/4)
         x = self.afam(torch.cat(parts, dim=0))  # (B, 4w, H/4, W/4)
-        x = self._run_stage(2, x)  # (B, 8w, H/8, W/8)
-        x = self._run_stage(3, x)  # (B, 16w, H/16, W/16)
-        return self._run_stage(4, x)  # (B, 32w, H/16, W/16) at last stride 1
+        x = run_stage(self, 2, x)  # (B, 8w, H/8, W/8)
+        x = run_stage(self, 3, x)  # (B, 16w, H/16, W/16)
+        return run_stage(self, 4, x)  # (B, 32w, H/16, W/16) at last stride 1
 
     @staticmethod
     def row_index(inputs: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -591,96 +571,6 @@ def glmn_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
 # ----------------------------------------------------------------------------- augmentation
 
 
-def random_pad_crop_flip(images: torch.Tensor, pad: int, flip_p: float) -> torch.Tensor:
-    """Zero-pad by ``pad``, random crop back to (H, W), flip with probability ``flip_p``,
-    independently per image (torchvision Pad(10) + RandomCrop + RandomHorizontalFlip, as G).
-
-    Shapes: (B, C, H, W) float -> (B, C, H, W); pad 0 keeps the image, offsets are drawn
-    uniformly from 0 .. 2 pad (both ends included) for rows and columns.
-    """
-    b, _, h, w = images.shape
-    dev = images.device
-    padded = F.pad(images, (pad, pad, pad, pad)) if pad > 0 else images
-    top = torch.randint(0, 2 * pad + 1, (b,), device=dev)
-    left = torch.randint(0, 2 * pad + 1, (b,), device=dev)
-    rows = top.view(b, 1) + torch.arange(h, device=dev)  # (B, H)
-    cols = left.view(b, 1) + torch.arange(w, device=dev)  # (B, W)
-    flip = torch.rand(b, device=dev) < flip_p
-    cols = torch.where(flip.view(b, 1), cols.flip(1), cols)
-    out = padded[torch.arange(b, device=dev).view(b, 1, 1), :, rows.view(b, h, 1), cols.view(b, 1, w)]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2)
-
-
-def caj_random_erasing(images: torch.Tensor, p: float = 0.5, value: tuple[float, float, float] = CAJ_ERASE_VALUE, sl: float = 0.02,
-                       sh: float = 0.4, r1: float = 0.3, attempts: int = 100) -> torch.Tensor:
-    """CAJ ``ChannelRandomErasing`` on a batch (Zhong et al., AAAI 2020 random erasing).
-
-    With probability p an image gets one rectangle filled with ``value`` (per channel):
-    up to ``attempts`` draws of area U(sl, sh) H W and aspect ratio U(r1, 1/r1), h =
-    round(sqrt(area ratio)), w = round(sqrt(area / ratio)); the first draw with h < H and
-    w < W is placed at a uniform top-left corner (0 .. H-h, 0 .. W-w); no valid draw, no
-    erasing.
-
-    Shapes: (B, 3, H, W) float -> (B, 3, H, W); ``value`` is written as is (G erases the
-    plain visible view in [0, 1] units, the others after normalisation).
-
-    Raises:
-        ValueError: not (B, 3, H, W).
-    """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
-    b, _, h, w = images.shape
-    dev = images.device
-    apply = torch.rand(b, device=dev) < p
-    area = (sl + (sh - sl) * torch.rand(b, attempts, device=dev)) * (h * w)
-    ratio = r1 + (1.0 / r1 - r1) * torch.rand(b, attempts, device=dev)
-    eh = (area * ratio).sqrt().round().long()  # round half to even, as Python's round
-    ew = (area / ratio).sqrt().round().long()
-    valid = (eh < h) & (ew < w)
-    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # first valid draw
-    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
-    top = (torch.rand(b, device=dev) * (h - eh + 1)).floor().long()
-    left = (torch.rand(b, device=dev) * (w - ew + 1)).floor().long()
-    r = torch.arange(h, device=dev).view(1, h, 1)
-    c = torch.arange(w, device=dev).view(1, 1, w)
-    inside = (r >= top.view(b, 1, 1)) & (r < (top + eh).view(b, 1, 1)) & (c >= left.view(b, 1, 1)) & (c < (left + ew).view(b, 1, 1))
-    inside = inside & (apply & valid.any(dim=1)).view(b, 1, 1)  # (B, H, W)
-    fill = images.new_tensor(value).view(1, 3, 1, 1)
-    return torch.where(inside.unsqueeze(1), fill, images)
-
-
-def _replicate_channel(images: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W), (B,) int64 in 0..2 -> each image's chosen channel in all 3 channels."""
-    b, _, h, w = images.shape
-    return images.gather(1, channel.view(b, 1, 1, 1).expand(b, 1, h, w)).expand(b, 3, h, w)
-
-
-def channel_exchange(images: torch.Tensor) -> torch.Tensor:
-    """CAJ ``ChannelExchange(gray=2)``: every image becomes its R, G or B channel (each with
-    probability 1/3) replicated to 3 channels (CAJ/G apply it after normalisation).
-
-    Shapes: (B, 3, H, W) -> (B, 3, H, W).
-    """
-    channel = torch.randint(0, 3, (images.shape[0],), device=images.device)
-    return _replicate_channel(images, channel).contiguous()
-
-
-def channel_adap_gray(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
-    """CAJ ``ChannelAdapGray(probability=p)``: draw idx uniform in 0..3; idx 0-2 replicate
-    channel idx; idx 3: with probability p the grayscale 0.2989 R + 0.587 G + 0.114 B in all
-    channels, else unchanged. So 3/4 channel copies, p/4 gray, (1-p)/4 unchanged.
-
-    Shapes: (B, 3, H, W) -> (B, 3, H, W).
-    """
-    b = images.shape[0]
-    idx = torch.randint(0, 4, (b,), device=images.device)
-    keep = torch.rand(b, device=images.device) >= p
-    replicated = _replicate_channel(images, idx.clamp(max=2))
-    gray = (images * images.new_tensor(CAJ_GRAY_WEIGHTS).view(1, 3, 1, 1)).sum(dim=1, keepdim=True).expand_as(images)
-    out = torch.where((idx < 3).view(b, 1, 1, 1), replicated, torch.where(keep.view(b, 1, 1, 1), images, gray))
-    return out.contiguous()
-
-
 class GLMNAugment(nn.Module):
     """G's training views on whole batches (``data_loader0.py`` ``SYSUData``).
 
@@ -728,8 +618,8 @@ class GLMNAugment(nn.Module):
             raise ValueError("visible rows must come first in the batch")
         n_ir = images.shape[0] - n_vis
         src = torch.cat([images[:n_vis], images[:n_vis], images[n_vis:]], dim=0)  # (2 n_v + n_i, 3, H, W)
-        vis, vis_ca, ir = random_pad_crop_flip(src, self.pad, self.flip_p).split([n_vis, n_vis, n_ir])
-        vis = imagenet_normalize(caj_random_erasing(vis, self.erasing_p))
-        vis_ca = channel_exchange(caj_random_erasing(imagenet_normalize(vis_ca), self.erasing_p))
-        ir = channel_adap_gray(caj_random_erasing(imagenet_normalize(ir), self.erasing_p), self.gray_p)
+        vis, vis_ca, ir = pad_crop_flip(src, self.pad, self.flip_p).split([n_vis, n_vis, n_ir])
+        vis = imagenet_normalize(random_erasing(vis, self.erasing_p))  # fill in [0, 1] units: G erases this view before normalising
+        vis_ca = channel_exchange(random_erasing(imagenet_normalize(vis_ca), self.erasing_p))
+        ir = adaptive_gray_caj(random_erasing(imagenet_normalize(ir), self.erasing_p), self.gray_p)
         return {name: t.contiguous(memory_format=torch.channels_last) for name, t in (("vis", vis), ("vis_ca", vis_ca), ("ir", ir))}

@@ -63,7 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.augment import imagenet_normalize
+from common.data.augment import (adaptive_gray_mscmnet, brightness_jitter, channel_exchange, channel_t, imagenet_normalize, pad_crop_flip,
+                                  random_erasing, random_grayscale)
 from common.nets.resnet import stage_channels
 from stage2_fusion.backbone import AGWBackbone
 from stage2_fusion.layers import BNNeck, GeM
@@ -450,138 +451,6 @@ def mscmnet_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: 
 
 # --------------------------------------------------------------------------- augmentation
 
-ERASING_FILL = (0.4914, 0.4822, 0.4465)
-"""channel_aug.py ``ChannelRandomErasing`` fill, written into the *normalised* tensor."""
-
-
-def random_grayscale(x: torch.Tensor, p: float) -> torch.Tensor:
-    """torchvision ``RandomGrayscale(p)``: with probability p per image, 0.299 R + 0.587 G
-    + 0.114 B (PIL "L", without its uint8 rounding) in all three channels.
-
-    Shapes: (B, 3, H, W) float [0, 1] -> same.
-    """
-    apply = torch.rand(x.shape[0], device=x.device) < p
-    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
-    return torch.where(apply.view(-1, 1, 1, 1), gray, x)
-
-
-def brightness_jitter(x: torch.Tensor, strength: float) -> torch.Tensor:
-    """torchvision ``ColorJitter(brightness=strength)`` on PIL images: every image scaled by
-    a factor uniform in [max(0, 1 - s), 1 + s], clipped to [0, 1] (no uint8 rounding).
-
-    Shapes: (B, 3, H, W) float [0, 1] -> same.
-    """
-    low = max(0.0, 1.0 - strength)
-    factor = low + (1.0 + strength - low) * torch.rand(x.shape[0], 1, 1, 1, device=x.device)
-    return (x * factor).clamp(0.0, 1.0)
-
-
-def pad_crop_flip(x: torch.Tensor, pad: int, flip_p: float) -> torch.Tensor:
-    """``Pad(pad)`` (zeros) + ``RandomCrop((H, W))`` + ``RandomHorizontalFlip(flip_p)``,
-    per image: crop offsets uniform integers in [0, 2 * pad], then a mirror with
-    probability ``flip_p``.
-
-    Shapes: (B, C, H, W) float -> same.
-    """
-    b, _, h, w = x.shape
-    if pad <= 0 and flip_p <= 0:
-        return x
-    dev = x.device
-    padded = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x  # (B, C, H + 2p, W + 2p)
-    top = torch.randint(0, 2 * pad + 1, (b,), device=dev)
-    left = torch.randint(0, 2 * pad + 1, (b,), device=dev)
-    rows = top.unsqueeze(1) + torch.arange(h, device=dev)  # (B, H)
-    cols = left.unsqueeze(1) + torch.arange(w, device=dev)  # (B, W)
-    flip = torch.rand(b, device=dev) < flip_p
-    cols = torch.where(flip.unsqueeze(1), cols.flip(1), cols)
-    batch = torch.arange(b, device=dev).view(b, 1, 1)
-    out = padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2)
-
-
-def channel_random_erasing(x: torch.Tensor, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4), min_aspect: float = 0.3,
-                           fill: tuple[float, float, float] = ERASING_FILL, attempts: int = 100) -> torch.Tensor:
-    """channel_aug.py ``ChannelRandomErasing`` (Zhong et al., AAAI 2020), batched.
-
-    With probability p per image: up to 100 attempts draw a target area uniform in
-    ``area`` x H*W and an aspect ratio uniform in [min_aspect, 1 / min_aspect]; the
-    rectangle is h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)) (Python's
-    half-to-even rounding), accepted if h < H and w < W; the first accepted one is placed
-    at a uniform position and filled with ``fill`` per channel. All attempts are drawn at
-    once and the first valid one picked, the same distribution as the code's loop. The
-    fill values go into the normalised tensor (the code erases after ``normalize``).
-
-    Shapes: (B, 3, H, W) float (normalised) -> same.
-    """
-    b, _, h, w = x.shape
-    dev = x.device
-    apply = torch.rand(b, device=dev) < p
-    target = (area[0] + (area[1] - area[0]) * torch.rand(b, attempts, device=dev)) * (h * w)
-    aspect = min_aspect + (1.0 / min_aspect - min_aspect) * torch.rand(b, attempts, device=dev)
-    eh = torch.round(torch.sqrt(target * aspect)).long()  # (B, attempts)
-    ew = torch.round(torch.sqrt(target / aspect)).long()
-    ok = (eh < h) & (ew < w)
-    first = ok.int().argmax(dim=1, keepdim=True)  # first accepted attempt
-    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)  # (B,)
-    y0 = (torch.rand(b, device=dev) * (h - eh + 1)).long().clamp(max=h - 1)
-    x0 = (torch.rand(b, device=dev) * (w - ew + 1)).long().clamp(max=w - 1)
-    r = torch.arange(h, device=dev).unsqueeze(0)
-    c = torch.arange(w, device=dev).unsqueeze(0)
-    in_rows = (r >= y0.unsqueeze(1)) & (r < (y0 + eh).unsqueeze(1))  # (B, H)
-    in_cols = (c >= x0.unsqueeze(1)) & (c < (x0 + ew).unsqueeze(1))  # (B, W)
-    mask = in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & (apply & ok.any(dim=1)).view(b, 1, 1)  # (B, H, W)
-    value = x.new_tensor(fill).view(1, 3, 1, 1)
-    return torch.where(mask.unsqueeze(1), value, x)
-
-
-def channel_exchange(x: torch.Tensor) -> torch.Tensor:
-    """channel_aug.py ``ChannelExchange(gray=2)``: every image becomes one of its channels
-    (R, G or B, uniformly; ``random.randint(0, 2)``) copied to all three; the grayscale
-    branch (index 3) is unreachable with gray = 2.
-
-    Shapes: (B, 3, H, W) float -> same.
-    """
-    b = x.shape[0]
-    pick = torch.randint(0, 3, (b,), device=x.device).view(b, 1, 1, 1).expand(-1, 1, *x.shape[2:])
-    return x.gather(1, pick).expand_as(x)
-
-
-def channel_adap_gray(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
-    """channel_aug.py ``ChannelAdapGray(probability=p)`` (from CAJ, Ye et al., ICCV 2021).
-
-    Per image, ``random.randint(0, 1)``: 0 -> channel 1 (G) copied to all three channels;
-    1 -> with probability p the luma 0.2989 R + 0.587 G + 0.114 B in all three, else
-    unchanged. So P(G copy) = 1/2, P(luma) = p/2, P(unchanged) = (1 - p)/2.
-
-    MSCMNet applies it to *normalised* infrared tensors (build_transforms.py
-    ``train_transforms_thermal1``: ``normalize`` comes first). Its issue #4 reports that it
-    returns infrared images unchanged, which holds for their equal raw channels; after
-    normalisation the channels differ ((v - 0.485) / 0.229, (v - 0.456) / 0.224, ...), so
-    the G copy and the luma branch do change infrared images. We do what the code does.
-
-    Shapes: (B, 3, H, W) float -> same.
-    """
-    b = x.shape[0]
-    idx = torch.randint(0, 2, (b,), device=x.device)
-    to_gray = (idx == 1) & ~(torch.rand(b, device=x.device) > p)
-    g_copy = x[:, 1:2].expand_as(x)
-    luma = (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
-    out = torch.where(to_gray.view(b, 1, 1, 1), luma, x)
-    return torch.where((idx == 0).view(b, 1, 1, 1), g_copy, out)
-
-
-def channel_t(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
-    """channel_aug.py ``ChannelT(probability=p)``: with probability p per image, channel c
-    is multiplied by 2 a_c, a_c uniform in [0.01, 0.5] (three independent draws).
-
-    Shapes: (B, 3, H, W) float (normalised) -> same.
-    """
-    b = x.shape[0]
-    apply = ~(torch.rand(b, device=x.device) > p)
-    scale = 2.0 * (0.01 + 0.49 * torch.rand(b, 3, 1, 1, device=x.device))
-    return torch.where(apply.view(b, 1, 1, 1), x * scale, x)
-
-
 class MSCMNetAugment(nn.Module):
     """MSCMNet's four training views, batched on the device.
 
@@ -599,7 +468,7 @@ class MSCMNetAugment(nn.Module):
     Normalisation is ImageNet's; erasing, ChannelExchange, ChannelAdapGray and ChannelT act
     on the normalised tensor, as in the code. ChannelAdapGray therefore does change
     infrared images, although their raw channels are equal (see
-    :func:`channel_adap_gray`; MSCMNet issue #4 says it leaves them unchanged, true only
+    :func:`common.data.augment.adaptive_gray_mscmnet`; MSCMNet issue #4 says it leaves them unchanged, true only
     before normalisation). Random draws use torch's global generator on the images' device.
     Deviation: float images, so no uint8 rounding after grayscale and brightness.
 
@@ -624,7 +493,7 @@ class MSCMNetAugment(nn.Module):
 
     def _geometry_and_normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = imagenet_normalize(pad_crop_flip(x, self.pad, self.flip_p))
-        return channel_random_erasing(x, self.erasing_p) if self.erasing_p > 0 else x
+        return random_erasing(x, self.erasing_p) if self.erasing_p > 0 else x
 
     @torch.no_grad()
     def forward(self, images01: torch.Tensor, is_visible: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -641,7 +510,7 @@ class MSCMNetAugment(nn.Module):
         views = {
             "vis": self._geometry_and_normalise(random_grayscale(vis, self.gray_p)),
             "vis_aug": channel_exchange(self._geometry_and_normalise(vis)),
-            "ir": channel_adap_gray(self._geometry_and_normalise(ir), self.adap_gray_p),
+            "ir": adaptive_gray_mscmnet(self._geometry_and_normalise(ir), self.adap_gray_p),
             "ir_aug": channel_t(self._geometry_and_normalise(brightness_jitter(ir, self.brightness)), self.channel_t_p),
         }
         return {name: v.contiguous(memory_format=torch.channels_last) for name, v in views.items()}
