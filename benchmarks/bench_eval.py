@@ -6,12 +6,12 @@ so a 10-shot all-search gallery has 3010 images) and random 2048-d features with
 identity signal, all from fixed seeds. Then:
 
 1. times ``common.evaluation.metrics.evaluate_ranking`` (with the SYSU camera-3/camera-2 ignore mask,
-   whose construction is included) against a plain per-query reference written below in
-   the shape of AGW's ``eval_sysu`` (repo ``mangye16/Cross-Modal-Re-ID-baseline``,
-   ``eval_metrics.py``: sort the whole matrix, then per query remove, collapse repeated
-   ids with ``np.unique``, and compute AP/INP, here with numpy inside each query and a
-   stable sort), on the 3803 x 3010 multi-shot distance matrix (float64, as AGW's
-   ``test.py`` computes it), and checks CMC/mAP/mINP agree to 1e-6. ``evaluate_ranking``
+   whose construction is included) against the library's plain per-query reference
+   ``evaluate_ranking_per_query`` (AGW's ``eval_sysu`` loop, repo
+   ``mangye16/Cross-Modal-Re-ID-baseline``, ``eval_metrics.py``: per query sort, remove,
+   collapse repeated ids with ``np.unique``, compute AP/INP; numpy inside each query), on
+   the 3803 x 3010 multi-shot distance matrix (float64, as AGW's ``test.py`` computes it),
+   and checks CMC/mAP/mINP agree to 1e-6. ``evaluate_ranking``
    scans its chunks with up to two threads (``common.evaluation.metrics._MAX_WORKERS``); it is also
    timed with one thread, and on features without any identity signal (its worst case:
    a good ranking lets it skip work, see ``common.evaluation.metrics``), for information;
@@ -43,7 +43,7 @@ except ImportError:  # run as a script from a checkout without an installed pack
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.evaluation import metrics
-from common.evaluation.metrics import RankingMetrics, evaluate_ranking, summarize
+from common.evaluation.metrics import RankingMetrics, evaluate_ranking, evaluate_ranking_per_query, summarize
 from common.evaluation.protocols import (
     SYSU_INFRARED_CAMS,
     SYSU_VISIBLE_CAMS,
@@ -98,43 +98,6 @@ def make_features(pids: np.ndarray, seed: int = 1, noise: float = 4.5) -> np.nda
     return feats
 
 
-def reference_eval_sysu(dist, q_pids, g_pids, q_cams, g_cams, max_rank=MAX_RANK):
-    """Plain per-query SYSU evaluation, step by step as AGW's eval_sysu, numpy per query.
-
-    Sorts every row first (stable, so ties go by gallery index; AGW uses the default
-    quicksort) and builds the match matrix, then per query: drops camera-2 gallery items
-    for camera-3 queries, collapses repeated ids (first occurrence, ``np.unique``) for the
-    CMC, skips queries without a match, and computes INP and AP on the uncollapsed list
-    (AP from the precision at every kept position, as AGW does, but with numpy instead of
-    AGW's Python list comprehension). Returns ``(cmc, mean_ap, minp, num_queries)``.
-    """
-    indices = np.argsort(dist, axis=1, kind="stable")
-    pred_label = g_pids[indices]
-    matches = (pred_label == q_pids[:, None]).astype(np.int32)
-    cmc_sum = np.zeros(max_rank)
-    ap_sum = inp_sum = 0.0
-    num_valid = 0
-    for q in range(dist.shape[0]):
-        keep = ~((q_cams[q] == 3) & (g_cams[indices[q]] == 2))
-        ranked = pred_label[q][keep]
-        _, first_seen = np.unique(ranked, return_index=True)
-        found = (ranked[np.sort(first_seen)] == q_pids[q]).cumsum()
-        orig_cmc = matches[q][keep]
-        if not orig_cmc.any():
-            continue
-        cmc_q = np.full(max_rank, found[-1], dtype=np.float64)
-        n = min(max_rank, found.size)
-        cmc_q[:n] = found[:n]
-        cmc_sum += cmc_q
-        cum_hits = orig_cmc.cumsum()
-        last = np.flatnonzero(orig_cmc)[-1]
-        inp_sum += cum_hits[last] / (last + 1.0)
-        precision = cum_hits / np.arange(1.0, cum_hits.size + 1.0)
-        ap_sum += (precision * orig_cmc).sum() / orig_cmc.sum()
-        num_valid += 1
-    return cmc_sum / num_valid, ap_sum / num_valid, inp_sum / num_valid, num_valid
-
-
 def best_of(repeats: int, fn):
     """Minimum wall time of ``repeats`` calls (seconds) and the last result."""
     times, result = [], None
@@ -186,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_time, expected = best_of(
         1 if args.quick else 2,
-        lambda: reference_eval_sysu(dist, q_pids, g_pids, q_cams, g_cams),
+        lambda: evaluate_ranking_per_query(dist, q_pids, g_pids, ignore=sysu_ignore_mask(q_cams, g_cams), max_rank=MAX_RANK),
     )
+    expected = (expected.cmc, expected.mean_ap, expected.minp, expected.num_queries)
 
     def vectorised(distances: np.ndarray = dist) -> RankingMetrics:
         ignore = sysu_ignore_mask(q_cams, g_cams)

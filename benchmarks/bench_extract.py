@@ -39,7 +39,8 @@ except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.checkpoint import file_sha256, save_checkpoint
-from common.config import config_section_dict, for_inference, for_method, load_config
+from common.config import config_section_dict, for_inference, for_method
+from stage2_fusion.methods import load_config
 from common.runtime import resolve_device, seed_everything
 
 NO_IMAGENET = {"gan": {"pretrained": "none"}, "fusion": {"backbone": {"pretrained": "none"}}}
@@ -49,19 +50,20 @@ NUM_CLASSES = 32
 def write_checkpoints(profile: str, method: str, folder: Path) -> Path:
     """The profile's ``method`` network (and TSME's generator), untrained, as checkpoints in ``folder``."""
     from stage1_dsgan.networks import build_dsgan
-    from stage2_fusion.methods import build_method
+    from pipelines.partners import PartnerKind, PartnerSource
+    from stage2_fusion.methods import METHODS, build_method
 
     cfg = for_method(load_config(profile, overrides=NO_IMAGENET), method)
     h, w = cfg.data.height, cfg.data.width
     seed_everything(0)
     model, _ = build_method(method, for_inference(cfg), NUM_CLASSES)
     extra = {}
-    if model.needs_partners:
+    if METHODS[method].needs_partners:
         gan = build_dsgan(cfg.gan)
         gan_path = folder / "gan" / "gan.pt"
         save_checkpoint(gan_path, "dsgan", {"gan": config_section_dict(cfg.gan), "image_size": [h, w], "config": config_section_dict(cfg),
                                             "g_vis2ir": gan.g_vis2ir.state_dict(), "g_ir2vis": gan.g_ir2vis.state_dict()})
-        extra = {"gan_checkpoint": str(gan_path), "gan_sha256": file_sha256(gan_path), "pairs": "bench"}
+        extra = {"partners": PartnerSource(PartnerKind.ON_THE_FLY, str(gan_path), file_sha256(gan_path)).record()}
     reid = folder / "fusion" / "reid.pt"
     save_checkpoint(reid, "reid", {"method": method, "num_classes": NUM_CLASSES, "config": config_section_dict(cfg),
                                    "image_size": [h, w], "epoch": 0, "model": model.eval().state_dict(), **extra})

@@ -28,7 +28,8 @@ except ImportError:  # running from a checkout without installing
 
 from common.data.array_cache import ArraySplit
 from common.checkpoint import save_checkpoint
-from common.config import config_section_dict, load_config
+from common.config import config_section_dict
+from stage2_fusion.methods import load_config
 from common.runtime import resolve_device
 from stage1_dsgan.generate import generate_pairs
 from stage1_dsgan.networks import build_dsgan

@@ -49,7 +49,7 @@ from torchvision import transforms as T
 
 from common.data.array_cache import load_split
 from common.data.augment import IMAGENET_MEAN, IMAGENET_STD, ReidTrainAugment, to_float_images
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from common.datasets import load_dataset
 from common.demo.writing import make_demo
 from common.runtime import autocast, resolve_device

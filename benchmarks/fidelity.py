@@ -98,10 +98,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.data.augment import imagenet_normalize
-from common.config import load_config
 from common.errors import UserError
 from stage2_fusion.edges import gray_from_normalized
-from stage2_fusion.methods import build_method
+from stage2_fusion.methods import build_method, load_config
 
 TOLERANCES = {"feature": 1e-4, "loss": 1e-4, "loss_input": 1e-4, "grad": 1e-3}
 GRAD_FLOOR = 1e-12  # denominator floor of every relative difference
@@ -733,8 +732,8 @@ class TSMEAdapter(MethodAdapter):
 
     def overrides(self, size):
         o = super().overrides(size)
-        o["fusion"].update({"tsme_streams": "paper", "tsme_gate": True, "tsme_iai": True, "embed_dim": 512, "num_stripes": 6,
-                            "num_aux_stripes": 2})
+        o["fusion"].setdefault("recipes", {})["tsme"] = {"streams": "paper", "gate": True, "iai": True, "embed_dim": 512, "num_stripes": 6,
+                                                         "num_aux_stripes": 2}
         return o
 
     def rules(self):
@@ -876,7 +875,7 @@ class GLMNAdapter(MethodAdapter):
 
     def overrides(self, size):
         o = super().overrides(size)
-        o["fusion"]["num_stripes"] = size[0] // 16 // 3
+        o["fusion"].setdefault("recipes", {})["glmn"] = {"num_stripes": size[0] // 16 // 3}
         return o
 
     def rules(self):

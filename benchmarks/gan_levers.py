@@ -33,9 +33,9 @@ except ImportError:  # running from a checkout without installing
 
 import torch
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from pipelines.data import load_splits
-from pipelines.run_all import stage_train_gan
+from pipelines.stages import train_gan_stage as stage_train_gan
 from stage1_dsgan.evaluate import evaluate_gan, evaluate_gan_on_split
 
 # name -> [gan] overrides, applied in order: each variant adds one lever to the previous one

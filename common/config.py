@@ -18,38 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.weights import NONE, Weights, WeightsKind
 
 PROFILES = ("demo", "paper")
-METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
-EDGE_METHODS = ("agw", "mso", "tsme")
 AMP_DTYPES = ("bf16", "fp16")
-
-# Recipe keys every method reads (sampler, optimiser, schedule, augmentation, size, test).
-_COMMON_RECIPE_KEYS = frozenset({
-    "ids_per_batch", "images_per_id", "sample_with_replacement", "epochs", "steps_per_epoch", "optimizer", "lr",
-    "backbone_lr_mult", "momentum", "weight_decay", "nesterov", "warmup_epochs", "warmup_method", "warmup_factor",
-    "milestones", "gamma", "pad", "flip_p", "erasing_p", "id_weight", "height", "width", "eval_every", "test_feature",
-})
-_EDGE_KEYS = frozenset({"edge", "edge_mode", "edge_loss", "pef_weight", "pef_stages"})
-#: The recipe keys each method reads; any other key in its table is refused (load_config).
-#: agw/mso/tsme use the common augmentation (channel_aug, gray_mix_p); mscmnet and glmn
-#: make their own views and read neither.
-RECIPE_KEYS: dict[str, frozenset[str]] = {
-    "agw": _COMMON_RECIPE_KEYS | _EDGE_KEYS | {"channel_aug", "gray_mix_p", "wrt_weight", "hc_weight", "cmcc_weight"},
-    "mso": _COMMON_RECIPE_KEYS | _EDGE_KEYS | {"channel_aug", "gray_mix_p", "wrt_weight", "hc_weight", "cmcc_weight"},
-    "tsme": _COMMON_RECIPE_KEYS | _EDGE_KEYS | {"channel_aug", "gray_mix_p", "wrt_weight", "hc_weight"},
-    "mscmnet": _COMMON_RECIPE_KEYS | {"qct_weight", "triplet_margin"},
-    "glmn": _COMMON_RECIPE_KEYS | {"wrt_weight", "local_weight", "triplet_margin", "adp_square"},
-}
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -65,14 +45,14 @@ class DataConfig:
         decode_threads: threads decoding JPEGs into the array cache.
     """
 
-    height: int = 288
-    width: int = 144
-    demo_seed: int = 0
-    demo_train_ids: int = 32
-    demo_val_ids: int = 8
-    demo_test_ids: int = 32
-    demo_physics: str = "nir"
-    decode_threads: int = 4
+    height: int
+    width: int
+    demo_seed: int
+    demo_train_ids: int
+    demo_val_ids: int
+    demo_test_ids: int
+    demo_physics: str
+    decode_threads: int
 
 
 @dataclass(frozen=True)
@@ -100,28 +80,28 @@ class GanConfig:
         amp: mixed precision on CUDA (ignored on CPU).
     """
 
-    encoder_layers: tuple[int, ...] = (3, 4, 6, 3)
-    base_width: int = 64
-    disc_widths: tuple[int, ...] = (128, 128, 256, 512)
-    pretrained: str = "none"
-    epochs: int = 200
-    decay_start_epoch: int = 100
-    steps_per_epoch: int = 0
-    batch_size: int = 1
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 5.0
-    pool_size: int = 50
-    image_every: int = 500
-    seed: int = 0
-    amp: bool = True
-    max_nonfinite_steps: int = 20
-    out_channels: int = 1
-    crop_scale: float = 1.0
-    select_by: str = "two-sample"
-    select_images: int = 200
+    encoder_layers: tuple[int, ...]
+    base_width: int
+    disc_widths: tuple[int, ...]
+    pretrained: Weights
+    epochs: int
+    decay_start_epoch: int
+    steps_per_epoch: int
+    batch_size: int
+    lr: float
+    beta1: float
+    beta2: float
+    lambda_cycle: float
+    lambda_identity: float
+    pool_size: int
+    image_every: int
+    seed: int
+    amp: bool
+    max_nonfinite_steps: int
+    out_channels: int
+    crop_scale: float
+    select_by: str
+    select_images: int
 
 
 @dataclass(frozen=True)
@@ -142,17 +122,33 @@ class BackboneConfig:
             training refuses to start until a path or "none" is given).
     """
 
-    layers: tuple[int, ...] = (3, 4, 6, 3)
-    base_width: int = 64
-    last_stride: int = 1
-    nonlocal_blocks: tuple[int, ...] = (0, 2, 3, 0)
-    nonlocal_inter_channels: int = 1
-    pretrained: str = "none"
+    layers: tuple[int, ...]
+    base_width: int
+    last_stride: int
+    nonlocal_blocks: tuple[int, ...]
+    nonlocal_inter_channels: int
+    pretrained: Weights
+
+
+def at_least(minimum: float) -> Any:
+    """A recipe field whose value must be ``>= minimum`` (checked by :meth:`Recipe.check`; no default)."""
+    return field(metadata={"at_least": minimum})
+
+
+def probability() -> Any:
+    """A recipe field holding a probability in [0, 1] (checked by :meth:`Recipe.check`; no default)."""
+    return field(metadata={"probability": True})
 
 
 @dataclass(frozen=True)
-class RecipeConfig:
-    """One method's training recipe (sampler, optimiser, schedule, augmentation, loss).
+class Recipe:
+    """The keys of a training recipe that every method reads: sampler, optimiser, schedule,
+    geometric augmentation, input size and test feature.
+
+    Each method extends it with its own keys (and their sources) in its method file,
+    ``stage2_fusion/methods/<name>.py`` (``AGWRecipe``, ``TSMERecipe``, ...): a recipe holds
+    only the keys its method reads, and a key of another method's is refused when loaded.
+    Values come from the profiles (``[fusion.recipes.<method>]``); no field has a default.
 
     Attributes:
         ids_per_batch: P identities per batch.
@@ -167,94 +163,102 @@ class RecipeConfig:
         warmup_epochs: length of the linear warm-up.
         warmup_method, warmup_factor: "agw" (lr * (epoch + 1) / warmup_epochs) or "linear"
             (lr * (f + (1 - f) * epoch / warmup_epochs), f = warmup_factor: MSCMNet).
+        milestones, gamma: step decay epochs and factor.
+        pad, flip_p, erasing_p: zero-pad + random crop, horizontal flip probability, random
+            erasing probability.
+        id_weight: weight of the identity cross-entropy.
         height, width: this method's input size (0 = ``data.height`` x ``data.width``;
             MSCMNet trains at 384 x 192).
-        milestones, gamma: step decay epochs and factor.
-        pad, flip_p, erasing_p, channel_aug, gray_mix_p: augmentation (zero-pad + random
-            crop, horizontal flip probability, random erasing probability, CAJ channel
-            exchange on/off, probability of the random-projection grayscale of visible
-            images, :func:`common.data.augment.random_gray_mix`).
-        id_weight, wrt_weight, hc_weight: loss weights (identity cross-entropy,
-            weighted-regularisation triplet (GLMN: its ADP triplet), hetero-centre).
-        edge: MSO's edge operator at the stems, "none", "laplace", "sobel" or "prewitt"
-            (agw, mso, tsme's real stream).
-        edge_mode: "mso" (its signed kernels) or "magnitude" (kornia's edge magnitude).
-        edge_loss: "pef" (MSO's perceptual edge loss through VGG16) or "fuse" (ours: the
-            embedded edge map added to the stem output).
-        pef_weight, cmcc_weight: MSO's PEF and cross-modality contrastive-centre weights.
-        pef_stages: VGG16 stages PEF chains (MSO: 4; fewer for small inputs).
-        qct_weight: MSCMNet's quadruple centre triplet loss weight.
-        local_weight: GLMN's aligned local triplet loss weight.
-        triplet_margin: margin of MSCMNet's QCT (0.7) or GLMN's local triplet (0.3).
-        adp_square: GLMN's ADP triplet on squared distance differences (its README runs
-            ``--square 1``: true); false = the non-squared form (an option of ours).
         eval_every: evaluate on trial 0 every n epochs (0 = only at the end).
         test_feature: "pre" or "post" BNNeck feature this method is tested with; "" =
             ``eval.feature`` (MSO reports its pooled, pre-BN feature).
     """
 
-    ids_per_batch: int = 8
-    images_per_id: int = 4
-    sample_with_replacement: bool = True
-    epochs: int = 80
-    steps_per_epoch: int = 0
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    backbone_lr_mult: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    warmup_epochs: int = 10
-    warmup_method: str = "agw"
-    warmup_factor: float = 0.1
-    milestones: tuple[int, ...] = (20, 50)
-    gamma: float = 0.1
-    pad: int = 10
-    flip_p: float = 0.5
-    erasing_p: float = 0.0
-    channel_aug: bool = False
-    gray_mix_p: float = 0.0
-    id_weight: float = 1.0
-    wrt_weight: float = 1.0
-    hc_weight: float = 0.0
-    edge: str = "none"
-    edge_mode: str = "mso"
-    edge_loss: str = "pef"
-    pef_weight: float = 1.0
-    cmcc_weight: float = 0.0
-    pef_stages: int = 4
-    qct_weight: float = 1.0
-    local_weight: float = 0.5
-    triplet_margin: float = 0.3
-    adp_square: bool = True
-    height: int = 0
-    width: int = 0
-    eval_every: int = 2
-    test_feature: str = ""
+    ids_per_batch: int
+    images_per_id: int
+    sample_with_replacement: bool
+    epochs: int
+    steps_per_epoch: int
+    optimizer: str
+    lr: float
+    backbone_lr_mult: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    warmup_epochs: int
+    warmup_method: str
+    warmup_factor: float
+    milestones: tuple[int, ...]
+    gamma: float
+    pad: int
+    flip_p: float
+    erasing_p: float
+    id_weight: float
+    height: int
+    width: int
+    eval_every: int
+    test_feature: str
+
+    def check(self, where: str) -> None:
+        """Refuse values a run cannot work with, one line each (``where``: the table's key,
+        ``fusion.recipes.<method>``): the shared keys' rules, then the range every field
+        declares with :func:`at_least` or :func:`probability`. A method's recipe adds checks
+        of its own keys' choices by extending this (``super().check(where)`` first).
+
+        Raises:
+            UserError: naming the key, its value and the rule.
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "at_least" in f.metadata:
+                check_range(value >= f.metadata["at_least"], f"{where}.{f.name}", value, f">= {f.metadata['at_least']}")
+            if f.metadata.get("probability"):
+                check_range(0 <= value <= 1, f"{where}.{f.name}", value, "a probability in [0, 1]")
+        for key, ok, rule in (
+            ("ids_per_batch", self.ids_per_batch >= 2, ">= 2 (the triplet losses need another identity)"),
+            ("images_per_id", self.images_per_id >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0: AGW's int(N / (P * K)) + 1)"),
+            ("lr", self.lr > 0, "> 0"),
+            ("backbone_lr_mult", self.backbone_lr_mult >= 0, ">= 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+            ("warmup_factor", 0 < self.warmup_factor <= 1, "in (0, 1]"),
+            ("milestones", all(m >= 0 for m in self.milestones), "epochs >= 0"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+            ("pad", self.pad >= 0, ">= 0"),
+            ("flip_p", 0 <= self.flip_p <= 1, "a probability in [0, 1]"),
+            ("erasing_p", 0 <= self.erasing_p <= 1, "a probability in [0, 1]"),
+            ("id_weight", self.id_weight >= 0, ">= 0"),
+            ("eval_every", self.eval_every >= 0, ">= 0 (0: only at the end)"),
+        ):
+            check_range(ok, f"{where}.{key}", getattr(self, key), rule)
+        if self.optimizer not in ("sgd", "adam"):
+            raise UserError(f"{where}.optimizer '{self.optimizer}' is unknown; use 'sgd' or 'adam'")
+        if self.test_feature not in ("", "pre", "post"):
+            raise UserError(f"{where}.test_feature '{self.test_feature}' is unknown; use '', 'pre' or 'post'")
+        if self.warmup_method not in ("agw", "linear"):
+            raise UserError(f"{where}.warmup_method '{self.warmup_method}' is unknown; use 'agw' or 'linear'")
+        if (self.height or self.width) and (self.height % 16 or self.width % 16 or not (self.height and self.width)):
+            raise UserError(f"{where}: height x width = {self.height} x {self.width}; give both, multiples of 16 "
+                            "(or 0 x 0 for data.height x data.width)")
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Stage 2, the fusion re-ID network.
+    """Stage 2, the re-ID network, whichever method trains it.
 
     Attributes:
-        method: default ``--method`` ("agw" or "tsme").
+        method: default ``--method`` (a name of the method registry,
+            :data:`stage2_fusion.methods.METHODS`).
         backbone: see :class:`BackboneConfig`.
-        embed_dim: width of each TSME stripe embedding (512).
-        num_stripes: horizontal stripes of the fused map (TSME: 6).
-        num_aux_stripes: stripes of each IAI head group (TSME: 2).
-        tsme_streams: TSME's backbones: "paper" (its code: four independent ResNets,
-            visible/infrared x real/generated, no non-local blocks) or "agw" (two AGW
-            backbones, real and generated, each with modality-specific stems, a shared body
-            and non-local blocks).
-        tsme_gate: TSME's parameter-free gate on the real stream (False: ablation).
-        tsme_iai: TSME's IAI heads on the real and generated maps (False: ablation, the 6
-            fused heads only).
-        vgg16: VGG16 weights for MSO's PEF loss: a local path of torchvision's ImageNet
-            VGG16 (``vgg16-397923af.pth``), "demo-standin" (the demo's stand-in,
-            :mod:`common.demo.standin`), "none" or "" (random initialisation: not MSO's setting;
-            said at training start) or "required" (the paper profile: a run whose method uses
-            PEF refuses to start until a path or "none" is given).
+        vgg16: VGG16 weights for MSO's PEF loss (:class:`common.weights.Weights`): a local
+            path of torchvision's ImageNet VGG16 (``vgg16-397923af.pth``), "demo-standin"
+            (the demo's stand-in, :mod:`common.demo.standin`), "none" (random
+            initialisation: not MSO's setting; said at training start) or "required" (the
+            paper profile: a run whose method uses PEF refuses to start until a path or
+            "none" is given).
         seed: random seed.
         amp: mixed precision on CUDA (ignored on CPU).
         amp_dtype: "bf16" (bfloat16 autocast without a scaler; fp16 + GradScaler where the GPU
@@ -262,25 +266,20 @@ class FusionConfig:
             trains; Hua-XC/MSCMNet:train.py ``amp.autocast`` + ``amp.GradScaler``).
         max_nonfinite_steps: steps with a NaN/inf loss skipped before the run stops
             (:class:`common.guard.NonFiniteGuard`).
-        recipes: per-method recipe, keyed by method name.
+        recipes: per-method recipe, keyed by method name; each of its method's own type
+            (a subclass of :class:`Recipe`).
     """
 
-    method: str = "tsme"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    embed_dim: int = 512
-    num_stripes: int = 6
-    num_aux_stripes: int = 2
-    tsme_streams: str = "agw"
-    tsme_gate: bool = True
-    tsme_iai: bool = True
-    vgg16: str = ""
-    seed: int = 0
-    amp: bool = True
-    amp_dtype: str = "bf16"
-    max_nonfinite_steps: int = 20
-    recipes: dict[str, RecipeConfig] = field(default_factory=dict)
+    method: str
+    backbone: BackboneConfig
+    vgg16: Weights
+    seed: int
+    amp: bool
+    amp_dtype: str
+    max_nonfinite_steps: int
+    recipes: dict[str, Recipe]
 
-    def recipe(self, method: str) -> RecipeConfig:
+    def recipe(self, method: str) -> Recipe:
         """The recipe of ``method``; raises UserError if the profile has none."""
         if method not in self.recipes:
             raise UserError(
@@ -311,16 +310,16 @@ class EvalConfig:
             CUDA; False (default) evaluates in float32, as every reference's test script does.
     """
 
-    mode: str = "all"
-    shots: int = 1
-    trials: int = 10
-    direction: str = "v2i"
-    protocol: str = "random"
-    perm_file: str = ""
-    feature: str = "post"
-    flip: bool = False
-    batch_size: int = 128
-    amp: bool = False
+    mode: str
+    shots: int
+    trials: int
+    direction: str
+    protocol: str
+    perm_file: str
+    feature: str
+    flip: bool
+    batch_size: int
+    amp: bool
 
 
 @dataclass(frozen=True)
@@ -339,32 +338,34 @@ class PretrainConfig:
         seed: the identities' and the training's seed.
     """
 
-    identities: int = 300
-    images_per_identity: int = 12
-    held_out_per_identity: int = 2
-    epochs: int = 8
-    batch_size: int = 64
-    vgg_scale: float = 0.5
-    seed: int = 0
+    identities: int
+    images_per_identity: int
+    held_out_per_identity: int
+    epochs: int
+    batch_size: int
+    vgg_scale: float
+    seed: int
 
 
 @dataclass(frozen=True)
 class Config:
     """A whole run's settings."""
 
-    profile: str = "paper"
-    data: DataConfig = field(default_factory=DataConfig)
-    gan: GanConfig = field(default_factory=GanConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    profile: str
+    data: DataConfig
+    gan: GanConfig
+    fusion: FusionConfig
+    eval: EvalConfig
+    pretrain: PretrainConfig
 
 
 # --------------------------------------------------------------------------- loading
 
 
-_RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(RecipeConfig))
-assert all(keys <= _RECIPE_FIELDS for keys in RECIPE_KEYS.values())
+#: What config loading needs to know of the methods: name -> an object with ``recipe_type``
+#: (the method's :class:`Recipe` subclass), i.e. :data:`stage2_fusion.methods.METHODS`. It is
+#: passed in because this module sits below both stages and imports neither.
+MethodCatalogue = Mapping[str, Any]
 
 
 def _profile_text(name: str) -> str:
@@ -382,32 +383,35 @@ def _read_toml_file(path: Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid TOML ({exc}); fix the file") from None
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, tables merged key by key (a nested dict is a TOML table)."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def _convert(tp: Any, value: Any, where: str, methods: MethodCatalogue) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise UserError(f"config key '{where}' must be a table; see the shipped profiles for its form")
-        return _build(tp, value, where)
+        return _build(tp, value, where, methods)
     if origin is dict:
         _, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise UserError(f"config key '{where}' must be a table; see the shipped profiles for its form")
-        return {k: _convert(value_tp, v, f"{where}.{k}") for k, v in value.items()}
+        if value_tp is Recipe:
+            return {k: _recipe(k, v, f"{where}.{k}", methods) for k, v in value.items()}
+        return {k: _convert(value_tp, v, f"{where}.{k}", methods) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise UserError(f"config key '{where}' must be a list, got {value!r}")
         (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_convert(item_tp, v, where) for v in value)
+        return tuple(_convert(item_tp, v, where, methods) for v in value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config key '{where}' must be a number, got {value!r}")
@@ -420,32 +424,54 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise UserError(f"config key '{where}' must be true or false, got {value!r}")
         return value
-    if tp is str:
+    if tp is str or tp is Weights:
         if not isinstance(value, str):
             raise UserError(f"config key '{where}' must be a string, got {value!r}")
-        return value
-    if isinstance(tp, types.UnionType):  # pragma: no cover - no unions in the config today
-        raise TypeError(f"unsupported config type {tp} at {where}")
+        return tp(value)
     raise TypeError(f"unsupported config type {tp} at {where}")
 
 
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+def _recipe(method: str, table: Any, where: str, methods: MethodCatalogue) -> Recipe:
+    """``[fusion.recipes.<method>]`` as the method's own recipe type (from the catalogue)."""
+    if method not in methods:
+        raise UserError(f"{where}: unknown method; choose among: {', '.join(methods)}")
+    recipe_type = methods[method].recipe_type
+    if isinstance(table, dict):
+        own = {f.name for f in dataclasses.fields(recipe_type)}
+        others = {f.name for spec in methods.values() for f in dataclasses.fields(spec.recipe_type)}
+        for key in table:
+            if key not in own and key in others:  # another method's key: a setting that would be silently ignored
+                raise UserError(f"{where}.{key}: method {method} does not use {key}; remove it (the keys {method} reads: "
+                                f"{recipe_type.__name__} in stage2_fusion/methods/)")
+    return _convert(recipe_type, table, where, methods)
+
+
+def _build(cls: type, table: dict[str, Any], where: str, methods: MethodCatalogue) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(table) - set(names))
+    prefix = f"{where}." if where else ""
     if unknown:
-        prefix = f"{where}." if where else ""
         raise UserError(
             f"unknown config key '{prefix}{unknown[0]}'; valid keys there: {', '.join(sorted(names))}"
         )
+    missing = [name for name in names if name not in table]
+    if missing:  # the profiles are the only source of values: a key no table gives has no value
+        raise UserError(f"config key '{prefix}{missing[0]}' has no value; a profile gives every key, so a table of a --config file "
+                        "for a new method (or section) must list them all (see common/profiles/paper.toml)")
     kwargs = {}
     for name, value in table.items():
         key = f"{where}.{name}" if where else name
-        kwargs[name] = _convert(hints[name], value, key)
+        kwargs[name] = _convert(hints[name], value, key, methods)
     return cls(**kwargs)
 
 
-def _range(ok: bool, key: str, value: Any, rule: str) -> None:
+def check_range(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Refuse a number out of range, one line naming the key, its value and the rule.
+
+    Raises:
+        UserError: when ``ok`` is false.
+    """
     if not ok:
         raise UserError(f"config key '{key}' = {value!r} is out of range: it must be {rule}")
 
@@ -453,8 +479,8 @@ def _range(ok: bool, key: str, value: Any, rule: str) -> None:
 def _validate_ranges(cfg: Config) -> None:
     """Numbers a run cannot work with (negative learning rate, zero epochs, ...): one line each."""
     d, g, f, e = cfg.data, cfg.gan, cfg.fusion, cfg.eval
-    _range(d.height > 0 and d.width > 0, "data.height/width", (d.height, d.width), "positive")
-    _range(d.decode_threads >= 1, "data.decode_threads", d.decode_threads, ">= 1")
+    check_range(d.height > 0 and d.width > 0, "data.height/width", (d.height, d.width), "positive")
+    check_range(d.decode_threads >= 1, "data.decode_threads", d.decode_threads, ">= 1")
     for key, value, ok, rule in (
         ("gan.epochs", g.epochs, g.epochs >= 1, ">= 1"),
         ("gan.decay_start_epoch", g.decay_start_epoch, 0 <= g.decay_start_epoch <= g.epochs, "between 0 and gan.epochs"),
@@ -469,84 +495,27 @@ def _validate_ranges(cfg: Config) -> None:
         ("gan.max_nonfinite_steps", g.max_nonfinite_steps, g.max_nonfinite_steps >= 0, ">= 0"),
         ("gan.crop_scale", g.crop_scale, 1.0 <= g.crop_scale <= 2.0, "in [1, 2] (1: no resize-and-crop)"),
         ("gan.select_images", g.select_images, g.select_images >= 8, ">= 8 (the two-sample test needs images)"),
-        ("fusion.embed_dim", f.embed_dim, f.embed_dim >= 1, ">= 1"),
-        ("fusion.num_stripes", f.num_stripes, f.num_stripes >= 1, ">= 1"),
-        ("fusion.num_aux_stripes", f.num_aux_stripes, f.num_aux_stripes >= 1, ">= 1"),
         ("fusion.max_nonfinite_steps", f.max_nonfinite_steps, f.max_nonfinite_steps >= 0, ">= 0"),
         ("eval.trials", e.trials, e.trials >= 1, ">= 1"),
         ("eval.batch_size", e.batch_size, e.batch_size >= 1, ">= 1"),
     ):
-        _range(ok, key, value, rule)
-    for method, r in f.recipes.items():
-        k = f"fusion.recipes.{method}"
-        for key, value, ok, rule in (
-            ("ids_per_batch", r.ids_per_batch, r.ids_per_batch >= 2, ">= 2 (the triplet losses need another identity)"),
-            ("images_per_id", r.images_per_id, r.images_per_id >= 1, ">= 1"),
-            ("epochs", r.epochs, r.epochs >= 1, ">= 1"),
-            ("steps_per_epoch", r.steps_per_epoch, r.steps_per_epoch >= 0, ">= 0 (0: AGW's int(N / (P * K)) + 1)"),
-            ("lr", r.lr, r.lr > 0, "> 0"),
-            ("backbone_lr_mult", r.backbone_lr_mult, r.backbone_lr_mult >= 0, ">= 0"),
-            ("momentum", r.momentum, 0 <= r.momentum < 1, "in [0, 1)"),
-            ("weight_decay", r.weight_decay, r.weight_decay >= 0, ">= 0"),
-            ("warmup_epochs", r.warmup_epochs, r.warmup_epochs >= 0, ">= 0"),
-            ("warmup_factor", r.warmup_factor, 0 < r.warmup_factor <= 1, "in (0, 1]"),
-            ("milestones", r.milestones, all(m >= 0 for m in r.milestones), "epochs >= 0"),
-            ("gamma", r.gamma, 0 < r.gamma <= 1, "in (0, 1]"),
-            ("pad", r.pad, r.pad >= 0, ">= 0"),
-            ("flip_p", r.flip_p, 0 <= r.flip_p <= 1, "a probability in [0, 1]"),
-            ("erasing_p", r.erasing_p, 0 <= r.erasing_p <= 1, "a probability in [0, 1]"),
-            ("gray_mix_p", r.gray_mix_p, 0 <= r.gray_mix_p <= 1, "a probability in [0, 1]"),
-            ("id_weight", r.id_weight, r.id_weight >= 0, ">= 0"),
-            ("wrt_weight", r.wrt_weight, r.wrt_weight >= 0, ">= 0"),
-            ("hc_weight", r.hc_weight, r.hc_weight >= 0, ">= 0"),
-            ("qct_weight", r.qct_weight, r.qct_weight >= 0, ">= 0"),
-            ("pef_weight", r.pef_weight, r.pef_weight >= 0, ">= 0"),
-            ("cmcc_weight", r.cmcc_weight, r.cmcc_weight >= 0, ">= 0"),
-            ("local_weight", r.local_weight, r.local_weight >= 0, ">= 0"),
-            ("triplet_margin", r.triplet_margin, r.triplet_margin >= 0, ">= 0"),
-            ("eval_every", r.eval_every, r.eval_every >= 0, ">= 0 (0: only at the end)"),
-        ):
-            _range(ok, f"{k}.{key}", value, rule)
+        check_range(ok, key, value, rule)
 
 
-def _validate(cfg: Config) -> Config:
+def _validate(cfg: Config, methods: MethodCatalogue) -> Config:
     _validate_ranges(cfg)
-    if cfg.fusion.method not in METHODS:
-        raise UserError(f"fusion.method '{cfg.fusion.method}' is unknown; choose one of: {', '.join(METHODS)}")
+    if cfg.fusion.method not in methods:
+        raise UserError(f"fusion.method '{cfg.fusion.method}' is unknown; choose one of: {', '.join(methods)}")
     for method, recipe in cfg.fusion.recipes.items():
-        if method not in METHODS:
-            raise UserError(f"fusion.recipes.{method}: unknown method; choose among: {', '.join(METHODS)}")
-        if recipe.optimizer not in ("sgd", "adam"):
-            raise UserError(f"fusion.recipes.{method}.optimizer '{recipe.optimizer}' is unknown; use 'sgd' or 'adam'")
-        if recipe.edge not in ("none", "laplace", "sobel", "prewitt"):
-            raise UserError(f"fusion.recipes.{method}.edge '{recipe.edge}' is unknown; use none, laplace, sobel or prewitt")
-        if recipe.edge_mode not in ("mso", "magnitude") or recipe.edge_loss not in ("pef", "fuse"):
-            raise UserError(f"fusion.recipes.{method}: edge_mode '{recipe.edge_mode}' / edge_loss '{recipe.edge_loss}' unknown; "
-                            "use mso | magnitude and pef | fuse")
-        if recipe.edge != "none" and method not in EDGE_METHODS:
-            raise UserError(f"fusion.recipes.{method}.edge: edge features are offered for {', '.join(EDGE_METHODS)}, not {method}; "
-                            "set edge = 'none'")
-        if method == "mso" and recipe.edge == "none":
-            raise UserError("fusion.recipes.mso.edge is 'none': MSO is AGW with edge features; choose laplace, sobel or prewitt")
-        if recipe.test_feature not in ("", "pre", "post"):
-            raise UserError(f"fusion.recipes.{method}.test_feature '{recipe.test_feature}' is unknown; use '', 'pre' or 'post'")
-        if not 1 <= recipe.pef_stages <= 4:
-            raise UserError(f"fusion.recipes.{method}.pef_stages {recipe.pef_stages}: MSO chains 1..4 VGG16 stages")
-        if recipe.warmup_method not in ("agw", "linear"):
-            raise UserError(f"fusion.recipes.{method}.warmup_method '{recipe.warmup_method}' is unknown; use 'agw' or 'linear'")
-        if (recipe.height or recipe.width) and (recipe.height % 16 or recipe.width % 16 or not (recipe.height and recipe.width)):
-            raise UserError(f"fusion.recipes.{method}: height x width = {recipe.height} x {recipe.width}; give both, multiples of 16 "
-                            "(or 0 x 0 for data.height x data.width)")
+        recipe.check(f"fusion.recipes.{method}")
     if cfg.data.demo_physics not in ("nir", "thermal"):
         raise UserError(f"data.demo_physics '{cfg.data.demo_physics}' is unknown; use 'nir' or 'thermal'")
     if cfg.gan.out_channels not in (1, 3):
-        raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (gray output, default) or 3 (TSME's layout)")
+        raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (a gray output) or 3 (TSME's layout)")
     if cfg.fusion.amp_dtype not in AMP_DTYPES:
         raise UserError(f"fusion.amp_dtype '{cfg.fusion.amp_dtype}' is unknown; use {' or '.join(AMP_DTYPES)}")
     if cfg.gan.select_by not in ("two-sample", "psnr", "last"):
         raise UserError(f"gan.select_by '{cfg.gan.select_by}' is unknown; use two-sample, psnr or last")
-    if cfg.fusion.tsme_streams not in ("paper", "agw"):
-        raise UserError(f"fusion.tsme_streams '{cfg.fusion.tsme_streams}' is unknown; use 'paper' (TSME's four ResNets) or 'agw'")
     if cfg.eval.mode not in ("all", "indoor"):
         raise UserError(f"eval.mode '{cfg.eval.mode}' is unknown; use 'all' or 'indoor'")
     if cfg.eval.shots not in (1, 10):
@@ -573,19 +542,22 @@ def _validate(cfg: Config) -> Config:
     return cfg
 
 
-def config_from_dict(table: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested dict (a parsed TOML document).
+def config_from_dict(table: dict[str, Any], *, methods: MethodCatalogue) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (a parsed TOML document), each
+    recipe typed by its method's ``recipe_type`` from ``methods``.
 
     Raises:
-        UserError: on an unknown key, a value of the wrong type or an invalid setting.
+        UserError: on an unknown or missing key, a value of the wrong type or an invalid setting.
     """
-    return _validate(_build(Config, table, ""))
+    return _validate(_build(Config, table, "", methods), methods)
 
 
 def load_config(
     profile: str = "demo",
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    methods: MethodCatalogue,
 ) -> Config:
     """Resolve a run's configuration: profile, then ``--config`` file, then flag overrides.
 
@@ -594,47 +566,35 @@ def load_config(
         config_file: optional TOML file whose tables override the profile (a full resolved
             ``config.toml`` from a run directory works too; its ``profile`` key then wins).
         overrides: nested dict of final overrides (from command-line flags).
+        methods: the method registry (:data:`stage2_fusion.methods.METHODS`, which
+            :func:`stage2_fusion.methods.load_config` passes).
 
     Returns:
         The frozen :class:`Config`.
 
     Raises:
-        UserError: unknown profile, missing or invalid file, unknown key, wrong type.
+        UserError: unknown profile, missing or invalid file, unknown key, a recipe key its
+            method does not read, wrong type.
+    """
+    return config_from_dict(resolve_table(profile, config_file, overrides), methods=methods)
+
+
+def resolve_table(profile: str = "demo", config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The merged TOML tables of a run before they are typed and checked: profile, then
+    ``--config`` file, then overrides (what :func:`load_config` builds its :class:`Config` from;
+    a command that must read a key before it knows all its overrides, such as the default
+    method, reads it here and builds the config once).
+
+    Raises:
+        UserError: unknown profile, missing or invalid file.
     """
     table = tomllib.loads(_profile_text(profile))
     table["profile"] = profile
     if config_file is not None:
-        table = _merge(table, _read_toml_file(Path(config_file)))
+        table = merge_tables(table, _read_toml_file(Path(config_file)))
     if overrides:
-        table = _merge(table, overrides)
-    refuse_unused_recipe_keys(table)
-    return config_from_dict(table)
-
-
-def refuse_unused_recipe_keys(table: dict[str, Any]) -> None:
-    """Refuse a recipe key its method does not read (one line naming key and method):
-    a setting that would be silently ignored (``gray_mix_p`` for MSCMNet, which makes its own
-    views) is a mistake to report, not to run.
-
-    Raises:
-        UserError: naming the first such key.
-    """
-    recipes = table.get("fusion", {}).get("recipes", {}) if isinstance(table.get("fusion"), dict) else {}
-    if not isinstance(recipes, dict):
-        return
-    for method, recipe in recipes.items():
-        if method in RECIPE_KEYS and isinstance(recipe, dict):
-            for key in recipe:
-                if key not in RECIPE_KEYS[method] and key in _RECIPE_FIELDS:
-                    raise UserError(f"fusion.recipes.{method}.{key}: method {method} does not use {key}; remove it "
-                                    f"(keys {method} reads: see RECIPE_KEYS in common/config.py)")
-
-
-def uses_pef(cfg: Config, method: str) -> bool:
-    """Whether ``method``'s recipe trains with MSO's PEF loss (an edge operator with ``edge_loss = "pef"``),
-    which compares VGG16 features (``fusion.vgg16``)."""
-    recipe = cfg.fusion.recipes.get(method)
-    return recipe is not None and recipe.edge != "none" and recipe.edge_loss == "pef"
+        table = merge_tables(table, overrides)
+    return table
 
 
 def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True, vgg16: bool = False) -> None:
@@ -649,15 +609,15 @@ def require_pretrained_choice(cfg: Config, *, gan: bool, fusion: bool = True, vg
     Raises:
         UserError: naming the key and both ways out.
     """
-    from common.nets.resnet import PRETRAINED_REQUIRED, pretrained_required_message
+    from common.nets.resnet import pretrained_required_message
     from common.nets.vgg import VGG16_URL
 
-    if gan and cfg.gan.pretrained == PRETRAINED_REQUIRED:
+    if gan and cfg.gan.pretrained.kind is WeightsKind.REQUIRED:
         raise UserError(pretrained_required_message("gan.pretrained"))
-    if fusion and cfg.fusion.backbone.pretrained == PRETRAINED_REQUIRED:
+    if fusion and cfg.fusion.backbone.pretrained.kind is WeightsKind.REQUIRED:
         raise UserError(pretrained_required_message("fusion.backbone.pretrained"))
-    if vgg16 and cfg.fusion.vgg16 == PRETRAINED_REQUIRED:
-        raise UserError(f"fusion.vgg16 is '{PRETRAINED_REQUIRED}': MSO's PEF loss compares features of an ImageNet VGG16; pass "
+    if vgg16 and cfg.fusion.vgg16.kind is WeightsKind.REQUIRED:
+        raise UserError(f"fusion.vgg16 is '{cfg.fusion.vgg16}': MSO's PEF loss compares features of an ImageNet VGG16; pass "
                         f"--vgg16 PATH (torchvision's vgg16-397923af.pth, from {VGG16_URL}) or --vgg16 none to use a random "
                         "VGG16 on purpose")
 
@@ -675,16 +635,6 @@ def for_method(cfg: Config, method: str) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=recipe.height, width=recipe.width))
 
 
-def edge_summary(cfg: Config, method: str) -> dict[str, str]:
-    """What a run's results record of its edge features: operator, mode, loss."""
-    recipe = cfg.fusion.recipes.get(method)
-    if recipe is None or recipe.edge == "none":
-        return {"operator": "none"}
-    vgg16 = cfg.fusion.vgg16 if cfg.fusion.vgg16 not in ("", "none") else "random initialisation"
-    return {"operator": recipe.edge, "mode": recipe.edge_mode, "loss": recipe.edge_loss,
-            **({"vgg16": vgg16} if recipe.edge_loss == "pef" else {})}
-
-
 def test_feature(cfg: Config, method: str) -> str:
     """The BNNeck side a method is tested with: its recipe's ``test_feature`` or ``eval.feature``."""
     recipe = cfg.fusion.recipes.get(method)
@@ -694,9 +644,9 @@ def test_feature(cfg: Config, method: str) -> str:
 def for_inference(cfg: Config) -> Config:
     """``cfg`` with no ImageNet weights to load: for rebuilding a trained model whose
     weights come from its checkpoint (the training machine's weights file need not exist here)."""
-    backbone = dataclasses.replace(cfg.fusion.backbone, pretrained="none")
-    return dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, pretrained="none"),
-                               fusion=dataclasses.replace(cfg.fusion, backbone=backbone, vgg16=""))
+    backbone = dataclasses.replace(cfg.fusion.backbone, pretrained=NONE)
+    return dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, pretrained=NONE),
+                               fusion=dataclasses.replace(cfg.fusion, backbone=backbone, vgg16=NONE))
 
 
 # --------------------------------------------------------------------------- writing
@@ -728,21 +678,28 @@ def _toml_tables(table: dict[str, Any], prefix: str, lines: list[str]) -> None:
 
 def dump_config(cfg: Config) -> str:
     """The resolved configuration as TOML text; :func:`config_from_dict` of its parse is
-    ``cfg``, and :func:`load_config` accepts it as ``--config`` (each recipe lists only the
-    keys its method reads; the others keep their defaults)."""
+    ``cfg``, and :func:`load_config` accepts it as ``--config`` (each recipe lists the keys
+    its method reads)."""
     lines = ["# Resolved configuration of this run, written by the pipeline; load it with --config."]
-    table = dataclasses.asdict(cfg)
-    recipes = table["fusion"]["recipes"]
-    for method in recipes:
-        if method in RECIPE_KEYS:
-            recipes[method] = {k: v for k, v in recipes[method].items() if k in RECIPE_KEYS[method]}
-    _toml_tables(table, "", lines)
+    _toml_tables(dataclasses.asdict(cfg), "", lines)
     return "\n".join(lines) + "\n"
 
 
 def config_section_dict(section: Any) -> dict[str, Any]:
-    """A config section as a plain dict (for hashing stage inputs and checkpoint metadata)."""
-    return dataclasses.asdict(section)
+    """A config section as a plain dict of built-in types (for hashing stage inputs and for
+    checkpoint metadata, which ``torch.load(weights_only=True)`` reads: a :class:`Weights` is
+    stored as its ``str``)."""
+    return _plain(dataclasses.asdict(section))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, str):
+        return str(value)
+    return value
 
 
 def digest(obj: Any) -> str:

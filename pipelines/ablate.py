@@ -5,19 +5,17 @@ Each *variant* is a method plus modifiers, written ``<method>[-<modifier>]*``:
 | name            | what it trains                                                          |
 |-----------------|-------------------------------------------------------------------------|
 | ``agw``         | AGW alone (no stage 1)                                                  |
-| ``tsme``        | TSME on the DSGAN's partners (stage 1 + pair cache)                     |
+| ``tsme``        | TSME on the DSGAN's partners (stage 1 + partner cache)                  |
 | ``tsme-gray``   | the same network on trivial partners (visible -> BT.601 gray, infrared  |
 |                 | -> itself): the control that tells whether stage 1 adds anything        |
-| ``tsme-noiai``  | TSME without its IAI heads (the 6 fused heads only)                     |
-| ``tsme-nogate`` | TSME without the gate on the real stream                                |
-| ``tsme-paperstreams`` / ``tsme-agwstreams`` | TSME's four independent ResNets / two AGW backbones |
-| ``mso-sobel`` ... | a method with an edge operator (laplace, sobel, prewitt), ``-magnitude`` |
-|                 | for kornia's edge magnitude, ``-fuse`` for the edge embedding instead of PEF |
-| ``-graymix``    | ours: visible images replaced by a random grey projection with p = 0.5  |
-|                 | (agw, mso, tsme; ``common.data.augment.random_gray_mix``)                    |
-| ``-grayout``    | ours: the DSGAN generates one grey channel (``gan.out_channels = 1``)   |
-| ``-twosample``  | ours: the DSGAN epoch chosen by the two-sample test, not the last one   |
-| ``-nosquare``   | ours: GLMN's ADP triplet without squaring (``adp_square = false``)       |
+
+A method's file declares the modifiers it accepts (``MethodSpec.modifiers``: ``pipeline
+ablate --help`` and :data:`stage2_fusion.methods.METHODS` list them with one line each): a
+modifier sets keys of the method's recipe (``tsme-noiai``, ``glmn-nosquare``, the edge
+operators ``mso-sobel``, ours ``agw-graymix``), keys of ``[gan]`` (``tsme-grayout``,
+``tsme-twosample``: a stage-1 change) or the partner source (``tsme-gray``). One modifier
+may be accepted by several methods (``graymix`` by agw, mso and tsme); a modifier a method
+does not accept is refused naming the methods that do.
 
 The papers' settings are the defaults; the modifiers marked "ours" are our ideas, measured
 against them.
@@ -44,7 +42,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,84 +50,50 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_write_json, atomic_write_text
-from common.config import Config, dump_config, load_config
+from common.config import Config, dump_config, merge_tables
 from common.errors import UserError
 from common.runlog import info
+from pipelines.partners import PartnerKind
+from stage2_fusion.methods import load_config, method_spec, modifier_of
 
 REPORT_METRICS = (("Rank-1", "rank1"), ("mAP", "mean_ap"), ("mINP", "minp"))
-DEFAULT_VARIANTS = ("agw", "tsme", "tsme-gray")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A parsed variant: method, config overrides, partner source."""
+    """A parsed variant: method, config overrides, partner source, the modifiers that change stage 1."""
 
     name: str
     method: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    partners: str = "gan"
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _recipe(method: str, **values) -> dict:
-    return {"fusion": {"recipes": {method: values}}}
-
-
-def _tsme_only(method: str, name: str) -> None:
-    if method != "tsme":
-        raise UserError(f"variant modifier '{name}' applies to tsme only, not {method}")
-
-
-def _only(methods: tuple[str, ...], method: str, name: str) -> None:
-    if method not in methods:
-        raise UserError(f"variant modifier '{name}' applies to {', '.join(methods)}, not {method}")
-
-
-# modifier name -> f(method) -> (overrides, partners or None)
-MODIFIERS: dict[str, Callable[[str], tuple[dict, str | None]]] = {
-    "gray": lambda m: (_tsme_only(m, "gray"), ({}, "gray"))[1],
-    "noiai": lambda m: (_tsme_only(m, "noiai"), ({"fusion": {"tsme_iai": False}}, None))[1],
-    "nogate": lambda m: (_tsme_only(m, "nogate"), ({"fusion": {"tsme_gate": False}}, None))[1],
-    "paperstreams": lambda m: (_tsme_only(m, "paperstreams"), ({"fusion": {"tsme_streams": "paper"}}, None))[1],
-    "agwstreams": lambda m: (_tsme_only(m, "agwstreams"), ({"fusion": {"tsme_streams": "agw"}}, None))[1],
-    **{op: (lambda op: lambda m: (_recipe(m, edge=op), None))(op) for op in ("laplace", "sobel", "prewitt")},
-    "magnitude": lambda m: (_recipe(m, edge_mode="magnitude"), None),
-    "fuse": lambda m: (_recipe(m, edge_loss="fuse"), None),
-    "graymix": lambda m: (_only(("agw", "mso", "tsme"), m, "graymix"), (_recipe(m, gray_mix_p=0.5), None))[1],
-    "grayout": lambda m: (_tsme_only(m, "grayout"), ({"gan": {"out_channels": 1}}, None))[1],
-    "twosample": lambda m: (_tsme_only(m, "twosample"), ({"gan": {"select_by": "two-sample"}}, None))[1],
-    "nosquare": lambda m: (_only(("glmn",), m, "nosquare"), (_recipe(m, adp_square=False), None))[1],
-}
-#: Modifiers that change stage 1: their variants get stage-1 folders of their own.
-STAGE1_MODIFIERS = ("grayout", "twosample")
+    partners: PartnerKind = PartnerKind.CACHE
+    stage1_modifiers: tuple[str, ...] = ()
 
 
 def parse_variant(name: str) -> Variant:
-    """``"tsme-gray-noiai"`` -> :class:`Variant`.
+    """``"tsme-gray-noiai"`` -> :class:`Variant`, from the method's spec and the modifiers it accepts.
 
     Raises:
-        UserError: unknown method or modifier, or a modifier that does not apply.
+        UserError: unknown method or modifier, or a modifier the method does not accept.
     """
-    from stage2_fusion.methods import METHODS
-
     method, *mods = name.split("-")
-    if method not in METHODS:
-        raise UserError(f"variant '{name}': unknown method '{method}'; methods: {', '.join(METHODS)}")
+    try:
+        method_spec(method)
+    except UserError as exc:
+        raise UserError(f"variant '{name}': {exc}") from None
     overrides: dict[str, Any] = {}
-    partners = "gan"
+    partners = PartnerKind.CACHE
+    stage1: list[str] = []
     for mod in mods:
-        if mod not in MODIFIERS:
-            raise UserError(f"variant '{name}': unknown modifier '{mod}'; modifiers: {', '.join(MODIFIERS)}")
-        extra, source = MODIFIERS[mod](method)
-        overrides = _merge(overrides, extra)
-        partners = source or partners
-    return Variant(name, method, overrides, partners)
+        try:
+            modifier = modifier_of(method, mod)
+        except UserError as exc:
+            raise UserError(f"variant '{name}': {exc}") from None
+        overrides = merge_tables(overrides, modifier.overrides(method))
+        partners = PartnerKind(modifier.partners) if modifier.partners else partners
+        if modifier.changes_stage1:
+            stage1.append(mod)
+    return Variant(name, method, overrides, partners, tuple(stage1))
 
 
 def paired_difference(values: list[float], baseline: list[float]) -> dict[str, float | None]:
@@ -149,18 +112,18 @@ def paired_difference(values: list[float], baseline: list[float]) -> dict[str, f
 def stage1_folder(run_dir: Path, variant: Variant, seed: int) -> Path:
     """Where the variant's stage 1 and pair cache live: shared per seed by the variants that
     leave the DSGAN as it is, one per stage-1 modifier otherwise."""
-    mods = [m for m in variant.name.split("-")[1:] if m in STAGE1_MODIFIERS]
-    return Path(run_dir) / ("-".join(["stage1", *mods]) + f"-seed{seed}")
+    return Path(run_dir) / ("-".join(["stage1", *variant.stage1_modifiers]) + f"-seed{seed}")
 
 
 def _run_one(cfg: Config, variant: Variant, seed: int, run_dir: Path, stage1_dir: Path, *, dataset: str, data_root: Path | None,
              device: torch.device, cache_dir: Path | None, extras: bool) -> dict[str, Any]:
-    from pipelines.run_all import prepare_config, run_all
+    from pipelines.run_all import run_all
+    from pipelines.stages import prepare_config, trains_stage1
 
     results_path = run_dir / "results.json"
     written = run_dir / "config.toml"
     if results_path.is_file() and written.is_file() and \
-            written.read_text() == dump_config(prepare_config(cfg, variant.method, device, partners=variant.partners)):
+            written.read_text() == dump_config(prepare_config(cfg, variant.method, device, stage1=trains_stage1(variant.method, variant.partners))):
         results = json.loads(results_path.read_text())
         info(f"ablate: {variant.name} seed {seed}: complete, skipped ({results_path})")
         return results
@@ -208,7 +171,7 @@ def ablate(
     for variant in parsed:
         rows = []
         for seed in range(seeds):
-            overrides = _merge(variant.overrides, {"fusion": {"seed": seed}, "gan": {"seed": seed}})
+            overrides = merge_tables(variant.overrides, {"fusion": {"seed": seed}, "gan": {"seed": seed}})
             cfg = load_config(profile, config_file, overrides)
             info(f"ablate: {variant.name} seed {seed}")
             results = _run_one(cfg, variant, seed, run_dir / variant.name / f"seed{seed}", stage1_folder(run_dir, variant, seed),
@@ -218,7 +181,7 @@ def ablate(
                          "run_dir": str(run_dir / variant.name / f"seed{seed}")})
         summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
                    for _, k in REPORT_METRICS}
-        per_variant[variant.name] = {"method": variant.method, "partners": variant.partners, "overrides": variant.overrides,
+        per_variant[variant.name] = {"method": variant.method, "partners": variant.partners.value, "overrides": variant.overrides,
                                      "seeds": rows, **summary,
                                      "wall_seconds_per_run": float(np.mean([r["wall_seconds"] or 0.0 for r in rows]))}
     baseline = parsed[0].name
@@ -258,4 +221,4 @@ def format_ablation(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_VARIANTS", "MODIFIERS", "Variant", "ablate", "format_ablation", "paired_difference", "parse_variant"]
+__all__ = ["Variant", "ablate", "format_ablation", "paired_difference", "parse_variant"]

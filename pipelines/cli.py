@@ -1,5 +1,10 @@
-"""``pipeline``: the command line. Each command parses, builds the config, calls one
-function of :mod:`pipelines.run_all` (or a stage), prints, and exits.
+"""``pipeline``: the command line. Each command parses its arguments, calls one function
+(:mod:`pipelines.commands`, :func:`pipelines.run_all.run_all`, :func:`pipelines.ablate.ablate`,
+...), prints, and exits.
+
+Renamed flags keep working for one release and print a one-line deprecation: ``--trial``
+(the RegDB split; now ``--split``, apart from ``--trials``, the gallery draws) and
+``train-fusion --pairs`` (now ``--partners``).
 
 User errors (:class:`common.errors.UserError`) are printed as one line on stderr with exit
 status 2 and no traceback.
@@ -14,15 +19,34 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from common.datasets import demo as demo_dataset
 from common.errors import UserError
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="GAN-augmented visible-infrared person re-identification: DSGAN pairs -> fusion re-ID (agw, tsme, mso, mscmnet, glmn) -> the dataset protocols.",
+    help="GAN-augmented visible-infrared person re-identification: DSGAN partners -> stage 2 re-ID (agw, tsme, mso, mscmnet, glmn) -> the dataset protocols.",
 )
 
+
+def _names(registry) -> str:
+    return " | ".join(registry)
+
+
+def _method_names() -> str:
+    from stage2_fusion.methods import METHODS
+
+    return _names(METHODS)
+
+
+def _dataset_names(with_test: bool = False) -> str:
+    from common.datasets import DATASETS, reid_datasets
+
+    return _names(reid_datasets() if with_test else DATASETS)
+
+#: The dataset run-all and ablate read when none is named: the demo, made on first use.
+DEMO = demo_dataset.NAME
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="PyTorch deterministic algorithms (same command, same weights and metrics)")]
 ProfileOpt = Annotated[str, typer.Option("--profile", help="shipped settings: demo | paper")]
@@ -33,36 +57,30 @@ EdgeOpt = Annotated[Optional[str], typer.Option("--edge", help="MSO edge feature
 EdgeModeOpt = Annotated[Optional[str], typer.Option("--edge-mode", help="mso (MSO's signed kernels) | magnitude (kornia's edge magnitude)")]
 Vgg16Opt = Annotated[Optional[str], typer.Option("--vgg16", help="VGG16 for MSO's PEF loss: PATH (torchvision's vgg16-397923af.pth) | demo-standin | none (random)")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="decoded-image cache (default $VIREID_CACHE or ~/.cache/vireid)")]
+SplitOpt = Annotated[int, typer.Option("--split", help="which published train/test split (RegDB 1..10; 1 for the others)")]
+OldTrialOpt = Annotated[Optional[int], typer.Option("--trial", hidden=True, help="deprecated: --split")]
+MethodOpt = Annotated[Optional[str], typer.Option("--method", help=f"{_method_names()} (default: the profile's)")]
+
+
+def _deprecated(old: str, new: str) -> None:
+    """One line on stderr: ``old`` still works this release."""
+    from common.runlog import info
+
+    info(f"warning: {old} is deprecated and will be removed in the next release; use {new}")
+
+
+def _split(split: int, trial: int | None) -> int:
+    """``--split``, or the deprecated ``--trial`` (one warning line)."""
+    if trial is None:
+        return split
+    _deprecated("--trial", "--split (the dataset's train/test split; --trials counts gallery draws)")
+    return trial
 
 
 def _config(profile: str, config: Path | None, overrides: dict[str, Any] | None = None):
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
 
     return load_config(profile, config, overrides)
-
-
-def _config_for_method(profile: str, config: Path | None, overrides: dict[str, Any], method: str | None,
-                       edge: str | None, edge_mode: str | None, vgg16: str | None):
-    """The config with --edge / --edge-mode applied to the chosen method's recipe and --vgg16."""
-    cfg = _config(profile, config, overrides)
-    method = method or cfg.fusion.method
-    extra: dict[str, Any] = {}
-    recipe = {k: v for k, v in (("edge", edge), ("edge_mode", edge_mode)) if v is not None}
-    if recipe:
-        extra = {"fusion": {"recipes": {method: recipe}}}
-    if vgg16 is not None:
-        extra.setdefault("fusion", {})["vgg16"] = vgg16
-    if not extra:
-        return cfg, method
-    from common.config import _merge
-
-    return _config(profile, config, _merge(overrides, extra)), method
-
-
-def require_pretrained_choice(cfg, **stages) -> None:
-    from common.config import require_pretrained_choice as check
-
-    check(cfg, **stages)
 
 
 def _deterministic(enabled: bool) -> None:
@@ -72,10 +90,9 @@ def _deterministic(enabled: bool) -> None:
         set_deterministic(True)
 
 
-def check_edge_choice(checkpoint: Path, cfg, method: str, edge: str | None, edge_mode: str | None) -> None:
+def check_edge_choice(checkpoint: Path, recipe, edge: str | None, edge_mode: str | None) -> None:
     """Refuse to test a checkpoint as another edge operator or mode than it was trained with."""
-    recipe = cfg.fusion.recipes.get(method)
-    trained = (recipe.edge, recipe.edge_mode) if recipe is not None else ("none", "mso")
+    trained = (getattr(recipe, "edge", "none"), getattr(recipe, "edge_mode", "mso"))
     if edge is not None and edge != trained[0]:
         raise UserError(f"{checkpoint} was trained with edge operator '{trained[0]}', not '{edge}'; test it as {trained[0]} "
                         f"(or train a model with --edge {edge})")
@@ -97,9 +114,9 @@ def make_demo_cmd(
     physics: Annotated[str, typer.Option("--physics", help="infrared cameras: nir (near-infrared, SYSU-MM01/LLCM-like) | thermal (RegDB-like)")] = "nir",
 ) -> None:
     """Generate the demo dataset (procedural pedestrians, visible + infrared) in SYSU-MM01 layout."""
+    from common.datasets.demo import default_demo_root
     from common.demo.identities import PHYSICS
     from common.demo.writing import make_demo
-    from pipelines.data import default_demo_root
 
     if physics not in PHYSICS:
         raise UserError(f"--physics {physics} is unknown; use nir or thermal")
@@ -141,35 +158,37 @@ def pretrain_cmd(
 
 @app.command("check-data")
 def check_data_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo | pairs")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names())],
     data_root: Annotated[Path, typer.Option("--data-root", help="dataset folder in its original layout")],
     mode: Annotated[str, typer.Option("--mode", help="SYSU-MM01 search mode for query/gallery: all | indoor")] = "all",
     direction: Annotated[str, typer.Option("--direction", help="RegDB/LLCM: v2i (visible query) | i2v")] = "v2i",
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    split: SplitOpt = 1,
+    trial: OldTrialOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Validate a dataset copy: identities, images and cameras per split and modality."""
     from common.datasets.check import check_dataset, format_check
 
-    summary = check_dataset(dataset, data_root, trial=trial, mode=mode, direction=direction)
+    summary = check_dataset(dataset, data_root, split=_split(split, trial), mode=mode, direction=direction)
     _print(json.dumps(summary) if as_json else format_check(summary))
 
 
 @app.command("prepare-data")
 def prepare_data_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo | pairs")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names())],
     data_root: DataRootOpt = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    split: SplitOpt = 1,
+    trial: OldTrialOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Decode and resize each split once into the memory-mapped uint8 array cache."""
-    from common.datasets import REID_DATASETS
+    from common.datasets import dataset_spec
     from pipelines.data import load_splits
 
     cfg = _config(profile, config)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=dataset in REID_DATASETS, trial=trial)
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=dataset_spec(dataset).has_test, split=_split(split, trial))
     for name, split in (("train", splits.train), ("test", splits.test)):
         if split is not None:
             path = getattr(split.images, "filename", None)
@@ -178,36 +197,39 @@ def prepare_data_cmd(
 
 @app.command("run-all")
 def run_all_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")] = "demo",
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names(with_test=True))] = DEMO,
     data_root: DataRootOpt = None,
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    split: SplitOpt = 1,
+    trial: OldTrialOpt = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
-    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme | mso | mscmnet | glmn (default: the profile's)")] = None,
+    method: MethodOpt = None,
     cache_dir: CacheDirOpt = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 weights for both stages: PATH | imagenet | none")] = None,
     edge: EdgeOpt = None,
     edge_mode: EdgeModeOpt = None,
     vgg16: Vgg16Opt = None,
 ) -> None:
-    """Everything: (demo data) -> DSGAN -> pair cache -> fusion re-ID -> SYSU-MM01 test."""
+    """Everything: (demo data) -> DSGAN -> partner cache -> stage 2 re-ID -> the dataset's test protocol."""
     _deterministic(deterministic)
+    from common.datasets import dataset_spec
     from common.runtime import resolve_device
-    from pipelines.run_all import format_results, run_all
+    from pipelines.commands import build_config, default_run_dir
+    from pipelines.results import format_results
+    from pipelines.run_all import run_all
 
-    if dataset not in ("demo", "sysu", "regdb", "llcm"):
-        raise UserError(f"run-all --dataset {dataset}: use demo, sysu, regdb or llcm")
+    split = _split(split, trial)
+    if not dataset_spec(dataset).has_test:
+        raise UserError(f"run-all --dataset {dataset}: use one of {_dataset_names(with_test=True)} (a dataset with a re-ID test)")
     overrides: dict[str, Any] = {}
     if pretrained is not None:
         overrides = {"gan": {"pretrained": pretrained}, "fusion": {"backbone": {"pretrained": pretrained}}}
-    cfg, method = _config_for_method(profile, config, overrides, method, edge, edge_mode, vgg16)
-    name = f"{dataset}-t{trial}" if dataset == "regdb" else dataset
-    run_dir = run_dir or Path("checkpoints") / f"{name}-{method}-{cfg.profile}"
-    results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir, device=resolve_device(device),
-                      method=method, cache_dir=cache_dir, trial=trial)
+    cfg, method = build_config(profile, config, overrides, method=method, edge=edge, edge_mode=edge_mode, vgg16=vgg16)
+    results = run_all(cfg, dataset=dataset, data_root=data_root, run_dir=run_dir or default_run_dir(dataset, split, method, cfg.profile),
+                      device=resolve_device(device), method=method, cache_dir=cache_dir, split=split)
     _print(format_results(results))
     base = results["untrained_baseline"]
     _print(f"same network untrained: Rank-1 {base['rank1']['mean']:.2f}  mAP {base['mean_ap']['mean']:.2f}  mINP {base['minp']['mean']:.2f}")
@@ -220,9 +242,10 @@ def run_all_cmd(
 
 @app.command("train-gan")
 def train_gan_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm | pairs")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names())],
     data_root: DataRootOpt = None,
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    split: SplitOpt = 1,
+    trial: OldTrialOpt = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -236,8 +259,7 @@ def train_gan_cmd(
     """Stage 1 only: train the DSGAN (visible-gray <-> infrared, unpaired) on a training split."""
     _deterministic(deterministic)
     from common.runtime import resolve_device
-    from pipelines.data import load_splits
-    from pipelines.run_all import stage_train_gan, write_run_config
+    from pipelines.commands import train_gan_command
 
     overrides: dict[str, Any] = {"data": {}}
     if height:
@@ -246,58 +268,45 @@ def train_gan_cmd(
         overrides["data"]["width"] = width
     if pretrained is not None:
         overrides["gan"] = {"pretrained": pretrained}
-    cfg = _config(profile, config, overrides)
-    require_pretrained_choice(cfg, gan=True, fusion=False)
-    from common.demo.standin import resolve_standins
-
-    dev = resolve_device(device)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, trial=trial)
-    cfg = resolve_standins(cfg, dev, gan=True, fusion=False, vgg16=False)
-    run_dir = run_dir or Path("checkpoints") / f"{dataset}-gan-{cfg.profile}"
-    write_run_config(cfg, run_dir)
-    path = stage_train_gan(cfg, splits, run_dir, dev)
+    path = train_gan_command(_config(profile, config, overrides), dataset, data_root, run_dir, resolve_device(device),
+                             split=_split(split, trial), cache_dir=cache_dir)
     _print(f"generator checkpoint: {path}")
 
 
 @app.command("generate-pairs")
 def generate_pairs_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm | pairs")],
-    out: Annotated[Path, typer.Option("--out", help="pair cache folder to write")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names())],
+    out: Annotated[Path, typer.Option("--out", help="partner cache folder to write")],
     data_root: DataRootOpt = None,
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    split: SplitOpt = 1,
+    trial: OldTrialOpt = None,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
     profile: ProfileOpt = "demo",
     shard_size: Annotated[int, typer.Option("--shard-size", help="partners per shard (a killed run resumes from its finished shards)")] = 1024,
 ) -> None:
-    """Paired images only: a generated partner for every training image, into a pair cache."""
+    """Partners only: a generated partner for every training image, into a partner cache."""
     _deterministic(deterministic)
-    from common.checkpoint import load_checkpoint
     from common.runtime import resolve_device
-    from pipelines.data import load_splits
-    from pipelines.run_all import stage_generate_pairs
+    from pipelines.commands import generate_pairs_command
 
-    state = load_checkpoint(checkpoint, "dsgan")
-    if "image_size" not in state:
-        raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
-    cfg = _config(profile, None)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]), trial=trial)
-    if shard_size < 1:
-        raise UserError(f"--shard-size {shard_size}: give at least 1")
-    cache = stage_generate_pairs(checkpoint, splits, out, resolve_device(device), shard_size=shard_size)
-    _print(f"pair cache: {cache.folder} ({len(cache)} partners)")
+    cache = generate_pairs_command(checkpoint, dataset, out, resolve_device(device), profile=profile, data_root=data_root,
+                                   split=_split(split, trial), cache_dir=cache_dir, shard_size=shard_size)
+    _print(f"partner cache: {cache.folder} ({len(cache)} partners)")
 
 
 @app.command("train-fusion")
 def train_fusion_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")],
-    pairs: Annotated[Optional[str], typer.Option("--pairs", help="pair cache folder from generate-pairs, 'on-the-fly' (needs --gan-checkpoint), or 'gray' (no GAN: the tsme-gray control)")] = None,
-    gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="frozen generator for --pairs on-the-fly")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names(with_test=True))],
+    partners: Annotated[Optional[str], typer.Option("--partners", help="methods that train on partners: a partner cache folder from generate-pairs, 'on-the-fly' (needs --gan-checkpoint), or 'gray' (no GAN: the tsme-gray control)")] = None,
+    pairs: Annotated[Optional[str], typer.Option("--pairs", hidden=True, help="deprecated: --partners")] = None,
+    gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="frozen generator for --partners on-the-fly")] = None,
     data_root: DataRootOpt = None,
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
-    method: Annotated[Optional[str], typer.Option("--method", help="agw | tsme | mso | mscmnet | glmn (default: the profile's)")] = None,
+    split: SplitOpt = 1,
+    trial: OldTrialOpt = None,
+    method: MethodOpt = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -313,67 +322,40 @@ def train_fusion_cmd(
     edge_mode: EdgeModeOpt = None,
     vgg16: Vgg16Opt = None,
 ) -> None:
-    """Stage 2 only: train the fusion re-ID network from real images and cached (or on-the-fly) partners.
+    """Stage 2 only: train a re-ID method on real images (and, for a method that needs them, their partners).
 
-    Several processes: torchrun --nproc_per_node N -m pipelines train-fusion ... (DDP; rank 0 writes).
+    The command keeps the design card's name; nothing is fused unless the method fuses
+    (TSME). Several processes: torchrun --nproc_per_node N -m pipelines train-fusion ...
+    (DDP; rank 0 writes).
     """
     _deterministic(deterministic)
-    from common.data.pair_cache import open_pair_cache
-    from common.runtime import init_distributed
-    from pipelines.data import load_splits
-    from pipelines.run_all import stage_train_fusion, write_run_config
-    from stage2_fusion.methods import METHODS
-    from stage2_fusion.train import TrainOptions
+    from pipelines.commands import build_config, train_reid_command
 
+    if pairs is not None:
+        _deprecated("--pairs", "--partners")
+        partners = partners or pairs
     overrides = {"fusion": {"backbone": {"pretrained": pretrained}}} if pretrained is not None else {}
-    cfg, method = _config_for_method(profile, config, overrides, method, edge, edge_mode, vgg16)
-    if method not in METHODS:
-        raise UserError(f"unknown --method '{method}'; choose one of: {', '.join(METHODS)}")
-    from common.config import for_method, uses_pef
-    from common.demo.standin import resolve_standins
-
-    require_pretrained_choice(cfg, gan=False, vgg16=uses_pef(cfg, method))
-    cfg = for_method(cfg, method)
-    on_the_fly, gray = pairs == "on-the-fly", pairs == "gray"
-    if on_the_fly and gan_checkpoint is None:
-        raise UserError("--pairs on-the-fly translates with a frozen generator: pass --gan-checkpoint GAN.pt")
-    if pairs is None and METHODS[method][0].needs_partners:
-        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (make one with pipeline generate-pairs) or --pairs on-the-fly")
-    dist, dev = init_distributed(device)
-    run_dir = run_dir or Path("checkpoints") / f"{dataset}-{method}-{cfg.profile}"
-    if not resume and (run_dir / "fusion" / "last.pt").exists():
-        raise UserError(f"{run_dir / 'fusion'} holds a killed run; drop --no-resume to continue it or pass another --run-dir")
-    if dist.is_main:
-        load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)  # decode once, before the other ranks read
-        resolve_standins(cfg, dev, gan=False, fusion=True, vgg16=uses_pef(cfg, method))  # built once, by rank 0
-    dist.barrier()
-    cfg = resolve_standins(cfg, dev, gan=False, fusion=True, vgg16=uses_pef(cfg, method))  # the others find the files
-    if dist.is_main:
-        write_run_config(cfg, run_dir)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, trial=trial)
-    cache = None
-    if pairs is not None and not on_the_fly and not gray:
-        cache = open_pair_cache(Path(pairs), dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
-                                image_size=(cfg.data.height, cfg.data.width), count=len(splits.train))
-    options = TrainOptions(workers=workers, compile=compile_model, sync_bn=sync_bn, dist=dist)
-    path = stage_train_fusion(cfg, method, splits, cache, run_dir, dev, on_the_fly_gan=gan_checkpoint if on_the_fly else None, gray=gray,
-                              options=options)
-    if dist.is_main:
+    cfg, method = build_config(profile, config, overrides, method=method, edge=edge, edge_mode=edge_mode, vgg16=vgg16)
+    path = train_reid_command(cfg, method, dataset, data_root, run_dir, device, partners=partners, gan_checkpoint=gan_checkpoint,
+                              split=_split(split, trial), cache_dir=cache_dir, resume=resume, workers=workers,
+                              compile_model=compile_model, sync_bn=sync_bn)
+    if path is not None:
         _print(f"re-ID checkpoint: {path}")
 
 
 @app.command("test")
 def test_cmd(
-    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", help="reid.pt (or best.pt); RegDB: one per --trial, repeated")],
-    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo")],
+    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", help="reid.pt (or best.pt); a dataset of several splits (RegDB): one per --split, repeated")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names(with_test=True))],
     data_root: DataRootOpt = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="SYSU-MM01: all | indoor search")] = None,
     shots: Annotated[Optional[int], typer.Option("--shots", help="SYSU-MM01 gallery images per identity per camera: 1 | 10")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="random gallery trials, seed = trial index (SYSU-MM01, LLCM)")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="random gallery draws, seed = draw index (SYSU-MM01, LLCM)")] = None,
     direction: Annotated[Optional[str], typer.Option("--direction", help="RegDB/LLCM: v2i (visible query) | i2v")] = None,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="SYSU-MM01 galleries: random (AGW) | official (rand_perm_cam.mat)")] = None,
     perm_file: Annotated[Optional[Path], typer.Option("--perm-file", help="rand_perm_cam.mat for --protocol official")] = None,
-    trial: Annotated[Optional[list[int]], typer.Option("--trial", help="RegDB split of each --checkpoint (1..10), repeated")] = None,
+    split: Annotated[Optional[list[int]], typer.Option("--split", help="RegDB: the split of each --checkpoint (1..10), repeated (default: the recorded one)")] = None,
+    trial: Annotated[Optional[list[int]], typer.Option("--trial", hidden=True, help="deprecated: --split")] = None,
     feature: Annotated[Optional[str], typer.Option("--feature", help="pre | post BNNeck feature")] = None,
     flip: Annotated[bool, typer.Option("--flip", help="average with the flipped image's feature")] = False,
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
@@ -390,61 +372,33 @@ def test_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="results file (default: results-<dataset>-<protocol>.json in the run dir)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON object")] = False,
 ) -> None:
-    """Test re-ID checkpoints with the dataset's standard protocol (Rank-k, mAP, mINP over trials).
+    """Test re-ID checkpoints with the dataset's standard protocol (Rank-k, mAP, mINP over gallery draws).
 
-    RegDB: one model per split; pass --checkpoint and --trial once per split to get mean +/- std.
+    RegDB: one model per split; pass --checkpoint and --split once per split to get mean +/- std.
     """
     _deterministic(deterministic)
     from common.atomic import atomic_write_json
     from common.checkpoint import load_checkpoint
-    from common.config import config_from_dict
-    from common.datasets import REID_DATASETS
     from common.runtime import resolve_device
-    from pipelines.data import load_splits
-    from pipelines.run_all import attach_best_on_test, best_on_test, combine_trials, format_results, make_protocol, stage_test
+    from pipelines.commands import results_tag, test_command
+    from pipelines.results import format_results
+    from stage2_fusion.methods import config_from_checkpoint
 
-    if dataset not in REID_DATASETS:
-        raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {', '.join(REID_DATASETS)}")
-    if dataset == "regdb" and trial and len(trial) != len(checkpoint):
-        raise UserError(f"RegDB tests one model per split: got {len(checkpoint)} --checkpoint and {len(trial)} --trial; pass one --trial per --checkpoint")
-    if dataset != "regdb" and len(checkpoint) != 1:
-        raise UserError(f"--dataset {dataset} tests one --checkpoint at a time (several are for RegDB splits)")
+    if trial:
+        _deprecated("--trial", "--split (the dataset's train/test split; --trials counts gallery draws)")
+        split = split or trial
     if rerank and not (k1 >= 1 and k2 >= 1 and 0.0 <= lambda_value <= 1.0):
         raise UserError(f"--k1 {k1} --k2 {k2} --lambda {lambda_value}: re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda <= 1")
-    rerank_params = {"k1": k1, "k2": k2, "lambda_value": lambda_value} if rerank else None
-    dev = resolve_device(device)
-    results, bests = [], []
-    for i, ckpt in enumerate(checkpoint):
-        state = load_checkpoint(ckpt, "reid")
-        split_trial = 1
-        if dataset == "regdb":
-            recorded = state.get("regdb_trial")
-            split_trial = trial[i] if trial else recorded
-            if split_trial is None:
-                raise UserError(f"{ckpt} does not record its RegDB split; pass --trial N, the split it was trained on")
-            if recorded is not None and recorded != split_trial:
-                raise UserError(f"{ckpt} was trained on RegDB split {recorded}; split {split_trial}'s test identities include "
-                                f"its training identities: pass --trial {recorded}")
-        cfg = config_from_dict(state["config"])
-        state_method = state["method"]
-        check_edge_choice(ckpt, cfg, state_method, edge, edge_mode)
-        splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]), trial=split_trial)
-        del state
-        spec = make_protocol(cfg.eval, dataset, splits.index.root, mode=mode, shots=shots, trials=trials,
-                             direction=direction, protocol=protocol, perm_file=str(perm_file) if perm_file else None)
-        from common.config import test_feature
-
-        kwargs = dict(feature=feature or test_feature(cfg, state_method), flip=flip, gan_checkpoint=gan_checkpoint, batch_size=cfg.eval.batch_size,
-                      rerank=rerank_params)
-        results.append(stage_test(ckpt, splits, dev, spec, untrained=untrained, **kwargs))
-        bests.append(None if untrained else best_on_test(ckpt, splits, dev, spec, **kwargs))
-    result = results[0] if len(results) == 1 else combine_trials(results)
-    if all(b is not None for b in bests):  # a best.pt beside every tested reid.pt
-        attach_best_on_test(result, bests[0] if len(bests) == 1 else combine_trials(bests))
-    tag = "-".join(str(x) for x in (result["mode"] if dataset in ("sysu", "demo") else result["direction"],
-                                     f"{result['shots']}shot" if dataset in ("sysu", "demo") else "",
-                                     "untrained" if untrained else "", "reranked" if rerank else "") if x)
-    out = out or Path(checkpoint[0]).resolve().parent.parent / f"results-{dataset}-{tag}.json"
+    if edge is not None or edge_mode is not None:
+        for ckpt in checkpoint:
+            state = load_checkpoint(ckpt, "reid")
+            check_edge_choice(ckpt, config_from_checkpoint(state["config"]).fusion.recipes.get(state["method"]), edge, edge_mode)
+    result = test_command(checkpoint, dataset, resolve_device(device), data_root=data_root, splits_wanted=split, mode=mode, shots=shots,
+                          trials=trials, direction=direction, protocol=protocol, perm_file=perm_file, feature=feature, flip=flip,
+                          gan_checkpoint=gan_checkpoint, untrained=untrained, cache_dir=cache_dir,
+                          rerank={"k1": k1, "k2": k2, "lambda_value": lambda_value} if rerank else None)
+    result["untrained"] = untrained
+    out = out or Path(checkpoint[0]).resolve().parent.parent / f"results-{dataset}-{results_tag(result)}.json"
     atomic_write_json(out, result)
     if as_json:
         _print(json.dumps(result))
@@ -455,13 +409,14 @@ def test_cmd(
 
 @app.command("ablate")
 def ablate_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="demo | sysu | regdb | llcm")] = "demo",
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names(with_test=True))] = DEMO,
     data_root: DataRootOpt = None,
     profile: ProfileOpt = "demo",
     config: ConfigOpt = None,
     seeds: Annotated[int, typer.Option("--seeds", help="seeds per variant (0 .. N-1)")] = 3,
     variants: Annotated[str, typer.Option("--variants", help="comma-separated variants, baseline first: <method>[-<modifier>]*, "
-                                                             "e.g. agw,tsme,tsme-gray,tsme-noiai,tsme-nogate,mso-sobel")] = "agw,tsme,tsme-gray",
+                                                             "e.g. agw,tsme,tsme-gray,tsme-noiai,tsme-nogate,mso-sobel; "
+                                                             "each method's file lists the modifiers it accepts")] = "agw,tsme,tsme-gray",
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
@@ -483,33 +438,28 @@ def ablate_cmd(
 @app.command("show-ranks")
 def show_ranks_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="reid.pt (or best.pt)")],
-    dataset: Annotated[str, typer.Option("--dataset", help="sysu | regdb | llcm | demo")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_dataset_names(with_test=True))],
     out: Annotated[Path, typer.Option("--out", help="PNG file to write")],
     data_root: DataRootOpt = None,
     worst: Annotated[int, typer.Option("--worst", help="how many of the lowest-AP queries to show")] = 8,
     query: Annotated[Optional[int], typer.Option("--query", help="show the queries of this identity instead (lowest AP first)")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="SYSU-MM01: all | indoor")] = None,
     direction: Annotated[Optional[str], typer.Option("--direction", help="RegDB/LLCM: v2i | i2v")] = None,
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split of the checkpoint (1..10)")] = 1,
+    split: Annotated[int, typer.Option("--split", help="RegDB: the split of the checkpoint (1..10; default: the recorded one)")] = 1,
+    trial: OldTrialOpt = None,
     gan_checkpoint: Annotated[Optional[Path], typer.Option("--gan-checkpoint", help="generator for test-time partners (default: the one recorded)")] = None,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """A grid of the worst queries (lowest AP) with their top-10 gallery images: green = right identity, red = wrong, distance under each."""
-    from common.checkpoint import load_checkpoint
-    from common.config import config_from_dict
-    from common.datasets import REID_DATASETS
+    from common.datasets import dataset_spec
     from common.runtime import resolve_device
-    from pipelines.data import load_splits
+    from pipelines.commands import checkpoint_splits
     from pipelines.insight import show_ranks
 
-    if dataset not in REID_DATASETS:
-        raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {', '.join(REID_DATASETS)}")
-    state = load_checkpoint(checkpoint, "reid")
-    cfg = config_from_dict(state["config"])
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, size=tuple(state["image_size"]),
-                         trial=state.get("regdb_trial") or trial)
-    del state
+    if not dataset_spec(dataset).has_test:
+        raise UserError(f"--dataset {dataset} has no re-ID test protocol; use one of: {_dataset_names(with_test=True)}")
+    _, splits, _ = checkpoint_splits(checkpoint, dataset, data_root, split=_split(split, trial), cache_dir=cache_dir)
     result = show_ranks(checkpoint, splits, resolve_device(device), out, worst=worst, query_pid=query, gan_checkpoint=gan_checkpoint,
                         mode=mode, direction=direction)
     for r in result["rows"]:
@@ -530,26 +480,6 @@ def compare_cmd(
     _print(json.dumps(comparison) if as_json else format_comparison(comparison))
 
 
-def demo_aligned_pairs(root: Path, samples) -> list[tuple[Path, Path]]:
-    """(visible image, its aligned infrared twin) for every visible sample of a demo split.
-
-    Raises:
-        UserError: a demo without aligned twins (made before generator version 3).
-    """
-    from common.demo.writing import aligned_path, read_demo_info
-
-    made = read_demo_info(root) or {}
-    physics = made.get("physics")
-    if physics is None:
-        raise UserError(f"{root} is a demo of generator version {made.get('generator_version')}, which wrote no aligned infrared twins; "
-                        "make a current one with pipeline make-demo (or delete it: run-all regenerates it)")
-    pairs = [(Path(s.path), aligned_path(root, s.path, physics)) for s in samples if s.modality == "vis"]
-    missing = [twin for _, twin in pairs if not twin.is_file()]
-    if missing:
-        raise UserError(f"{missing[0]} is missing ({len(missing)} aligned twins in all); regenerate the demo with pipeline make-demo")
-    return pairs
-
-
 @app.command("eval-gan")
 def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
@@ -557,40 +487,42 @@ def eval_gan_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="pairs (aligned folder) | demo (its aligned near-infrared twins): L1/PSNR/SSIM + two-sample | sysu | regdb | llcm (two-sample on the training split)")] = "pairs",
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
-    split: Annotated[str, typer.Option("--split", help="aligned folders: held-out | all pairs to score")] = "held-out",
-    trial: Annotated[int, typer.Option("--trial", help="RegDB split 1..10")] = 1,
+    score: Annotated[str, typer.Option("--score", help="aligned folders: held-out | all pairs to score")] = "held-out",
+    split: Annotated[str, typer.Option("--split", help="which published train/test split (RegDB 1..10); held-out | all: deprecated, use --score")] = "1",
+    trial: OldTrialOpt = None,
     cache_dir: CacheDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Translation quality: L1, PSNR, SSIM on aligned pairs and the two-sample realism score, model vs grayscale baseline."""
     _deterministic(deterministic)
+    from common.datasets import dataset_spec
     from common.runtime import resolve_device
     from stage1_dsgan.evaluate import evaluate_gan, evaluate_gan_on_split
 
-    if split not in ("held-out", "all"):
-        raise UserError(f"--split {split} is unknown; use held-out or all")
+    if split in ("held-out", "all"):  # the old meaning of --split here
+        _deprecated(f"eval-gan --split {split}", f"--score {split}")
+        score, split = split, "1"
+    if not split.isdigit():
+        raise UserError(f"--split {split}: give the dataset's split number (RegDB 1..10), or --score held-out | all")
+    if score not in ("held-out", "all"):
+        raise UserError(f"--score {score} is unknown; use held-out or all")
+    spec = dataset_spec(dataset)
     dev = resolve_device(device)
-    if dataset == "pairs":
+    if spec.aligned:
         if data_root is None:
             raise UserError("--data-root is required: the aligned folder holding visible/ and infrared/")
-        result = evaluate_gan(checkpoint, data_root, dev, held_out_only=split == "held-out")
-        what = f"{result['pairs']} aligned pairs ({split})"
+        result = evaluate_gan(checkpoint, data_root, dev, held_out_only=score == "held-out")
+        what = f"{result['pairs']} aligned pairs ({score})"
     else:
-        from common.checkpoint import load_checkpoint
-        from common.config import config_from_dict
-        from pipelines.data import load_splits
+        from pipelines.commands import checkpoint_splits
 
-        state = load_checkpoint(checkpoint, "dsgan")
-        if "image_size" not in state:
-            raise UserError(f"{checkpoint} is an unfinished GAN training checkpoint; pass the gan.pt that train-gan writes at the end")
-        cfg = config_from_dict(state["config"])
-        splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, size=tuple(state["image_size"]), trial=trial)
-        if dataset == "demo":
+        _, splits, _ = checkpoint_splits(checkpoint, dataset, data_root, split=_split(int(split), trial), cache_dir=cache_dir,
+                                         with_test=False, kind="dsgan")
+        if spec.aligned_twins is not None:  # the demo: every visible image has its infrared twin
             from stage1_dsgan.evaluate import evaluate_gan_pairs
 
-            pairs = demo_aligned_pairs(splits.index.root, splits.index.train)
-            result = evaluate_gan_pairs(checkpoint, pairs, dev)
-            what = f"demo training split: {result['pairs']} visible images against their aligned near-infrared twins"
+            result = evaluate_gan_pairs(checkpoint, spec.aligned_twins(splits.index.root, splits.index.train), dev)
+            what = f"{dataset} training split: {result['pairs']} visible images against their aligned infrared twins"
         else:
             result = evaluate_gan_on_split(checkpoint, splits.train, dev)
             what = f"{dataset} training split, {result['images']['vis']} visible / {result['images']['ir']} infrared held-out images"

@@ -5,79 +5,66 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.data.array_cache import ArraySplit, load_split
 from common.config import Config
-from common.datasets import REID_DATASETS, DatasetIndex, load_dataset
+from common.data.array_cache import ArraySplit, load_split
+from common.datasets import DatasetIndex, DatasetSpec, dataset_spec, load_dataset, reid_datasets
 from common.errors import UserError
-from common.runlog import info
-
-def default_demo_root() -> Path:
-    """``data/demo-v<generator version>``: a demo made by an older generator is never read as the default."""
-    from common.demo.writing import GENERATOR_VERSION
-
-    return Path("data") / f"demo-v{GENERATOR_VERSION}"
 
 
 @dataclass(frozen=True)
 class Splits:
-    """A dataset's index and its decoded training and test splits."""
+    """A dataset's index and its decoded training and test splits.
+
+    Attributes:
+        index: what the reader found (:class:`common.datasets.DatasetIndex`).
+        train, test: the decoded splits (``test`` None when not asked for).
+        split: which published train/test split (RegDB 1..10; 1 elsewhere).
+    """
 
     index: DatasetIndex
     train: ArraySplit
     test: ArraySplit | None
+    split: int = 1
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """The dataset's spec."""
+        return dataset_spec(self.index.name)
 
 
-def ensure_demo(cfg: Config, root: Path | None) -> Path:
-    """The demo dataset folder, generated (deterministically, from ``data.demo_seed``) if absent.
+def resolve_root(cfg: Config, spec: DatasetSpec, data_root: Path | None) -> Path:
+    """The data root to read: the given one, or the dataset's default (the demo generates itself).
 
-    An existing folder is read as it is (any demo, whatever its sizes and seed; the reader
-    checks the layout; one made by an older generator is read with a note saying so); a
-    missing one is generated with the config's demo settings. The default folder is
-    :func:`default_demo_root`.
+    Raises:
+        UserError: no ``--data-root`` for a dataset that has no default.
     """
-    from common.demo.writing import GENERATOR_VERSION, make_demo, read_demo_info
-
-    root = Path(root) if root is not None else default_demo_root()
-    made = read_demo_info(root) if root.exists() else None
-    if made is not None:
-        if made.get("generator_version") != GENERATOR_VERSION:
-            info(f"data: {root} holds a demo of generator version {made.get('generator_version')}, not {GENERATOR_VERSION} "
-                 "(near-infrared physics); read as it is: delete it or pass another --data-root for the current one")
-        return root
-    params = dict(n_train=cfg.data.demo_train_ids, n_val=cfg.data.demo_val_ids, n_test=cfg.data.demo_test_ids,
-                  physics=cfg.data.demo_physics)
-    info(f"data: generating the demo dataset into {root} (seed {cfg.data.demo_seed}, {cfg.data.demo_physics} infrared)")
-    return make_demo(root, cfg.data.demo_seed, **params)
-
-
-def resolve_root(cfg: Config, dataset: str, data_root: Path | None) -> Path:
-    """The data root to read: the given one, or for ``demo`` the (generated) default."""
-    if dataset == "demo":
-        return ensure_demo(cfg, data_root)
+    if spec.default_root is not None:
+        return spec.default_root(cfg, data_root)  # the demo: an existing folder is read, a missing one generated
     if data_root is None:
-        raise UserError(f"--data-root is required for --dataset {dataset}: pass the folder of your {dataset} copy")
+        raise UserError(f"--data-root is required for --dataset {spec.name}: pass the folder of your {spec.title} copy")
     return Path(data_root)
 
 
 def load_splits(cfg: Config, dataset: str, data_root: Path | None, *, cache_dir: Path | None = None,
-                with_test: bool = True, size: tuple[int, int] | None = None, trial: int = 1) -> Splits:
+                with_test: bool = True, size: tuple[int, int] | None = None, split: int = 1) -> Splits:
     """Read a dataset and decode its splits into the array cache at the run's image size.
 
     Args:
-        trial: RegDB split (1..10); ignored by the other datasets.
+        split: which published train/test split (RegDB 1..10); datasets with one split take 1.
 
     Raises:
-        UserError: layout problems, missing or corrupt images.
+        UserError: an unknown dataset or split, layout problems, missing or corrupt images,
+            a test split asked of a dataset without a re-ID protocol.
     """
-    root = resolve_root(cfg, dataset, data_root)
-    index = load_dataset(dataset, root, trial=trial)
+    spec = dataset_spec(dataset)
+    split = spec.check_split(split)
+    if with_test and not spec.has_test:
+        raise UserError(f"--dataset {dataset} has no re-ID test protocol; test on one of: {', '.join(reid_datasets())}")
+    root = resolve_root(cfg, spec, data_root)
+    index = load_dataset(dataset, root, split=split)
     size = size or (cfg.data.height, cfg.data.width)
     threads = cfg.data.decode_threads
-    tag = f"{dataset}-t{trial}" if dataset == "regdb" else dataset
+    tag = spec.tag(split)
     train = load_split(index.train, size, cache_dir=cache_dir, tag=f"{tag}-train", threads=threads)
-    test = None
-    if with_test:
-        if dataset not in REID_DATASETS:
-            raise UserError(f"--dataset {dataset} has no re-ID test protocol; test on one of: {', '.join(REID_DATASETS)}")
-        test = load_split(index.test, size, cache_dir=cache_dir, tag=f"{tag}-test", threads=threads)
-    return Splits(index, train, test)
+    test = load_split(index.test, size, cache_dir=cache_dir, tag=f"{tag}-test", threads=threads) if with_test else None
+    return Splits(index, train, test, split)

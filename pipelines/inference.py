@@ -17,9 +17,11 @@ What "as the test protocol does" means, step by step (each step is the protocol'
 1. a file (or PIL image, or array at another size) becomes RGB uint8 at the checkpoint's
    (H, W) by :func:`common.data.images.image_to_array`, the array cache's decoder (Lanczos);
 2. uint8 -> float [0, 1] (:func:`common.data.augment.to_float_images`) -> ImageNet normalisation;
-3. TSME: the partner is the frozen generator's translation of the image's BT.601 gray,
-   quantised to uint8 levels as the protocol's partner cache stores it, then normalised
-   (the ``tsme-gray`` control: the visible image's gray, the infrared image itself);
+3. a method that needs partners (TSME): the partner source the checkpoint records
+   (:class:`pipelines.partners.PartnerSource`): the frozen generator's translation of the
+   image's BT.601 gray, quantised to uint8 levels as the protocol's partners are, or for
+   the ``tsme-gray`` control the visible image's gray (the infrared image itself), the
+   same function the protocol uses (:func:`pipelines.partners.gray_partner`); then normalised;
 4. the method's test feature (``model.extract``: its BNNeck side, GLMN's built-in flip,
    MSCMNet's averaged stems, TSME's six stripes), averaged with the flipped image's
    feature when the checkpoint's recipe tests with flip (``eval.flip``), L2-normalised.
@@ -42,14 +44,15 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from common.data.augment import imagenet_normalize, to_float_images, to_gan_domain
 from common.checkpoint import file_sha256
 from common.config import test_feature
-from common.errors import UserError
+from common.data.augment import imagenet_normalize, to_float_images
 from common.data.images import image_to_array
+from common.errors import UserError
 from common.runlog import progress_bar
 from common.runtime import autocast, resolve_device
-from pipelines.partners import GRAY_PARTNERS
+from pipelines.partners import PartnerKind, PartnerSource
+from stage2_fusion.methods import method_spec
 
 #: Command-line and API names of the two modalities -> the streams' names inside the models.
 MODALITIES = {"visible": "vis", "infrared": "ir", "vis": "vis", "ir": "ir"}
@@ -59,55 +62,6 @@ MODALITY_WORDS = {"vis": "visible", "ir": "infrared"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
-
-
-# --------------------------------------------------------------------------- partners
-
-
-class GeneratedPartner(nn.Module):
-    """TSME's test-time partner of a batch of one modality, made by a frozen DSGAN generator.
-
-    The same arithmetic as the protocol's partners (:func:`stage1_dsgan.generate.make_translator`
-    then the uint8 partner store): BT.601 gray in [-1, 1] -> generator -> ``round((y + 1) *
-    127.5)`` clamped to 0-255 -> / 255.
-
-    Args:
-        generator: ``g_vis2ir`` for visible images, ``g_ir2vis`` for infrared ones, in eval mode.
-
-    Shapes:
-        (B, 3, H, W) float [0, 1] -> (B, 3, H, W) float [0, 1] on multiples of 1/255.
-    """
-
-    def __init__(self, generator: nn.Module) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        y = self.generator(to_gan_domain(images01))  # (B, 3, H, W) in [-1, 1]
-        return torch.round((y.float() + 1.0) * 127.5).clamp(0.0, 255.0) / 255.0  # uint8 levels, as the partner store
-
-
-class GrayPartner(nn.Module):
-    """The ``tsme-gray`` control's partner (:func:`pipelines.partners.gray_partners`): a visible
-    image's BT.601 gray rounded to uint8 levels, an infrared image itself.
-
-    Args:
-        modality: "vis" or "ir".
-
-    Shapes:
-        (B, 3, H, W) float [0, 1] -> (B, 3, H, W) float [0, 1].
-    """
-
-    def __init__(self, modality: str) -> None:
-        super().__init__()
-        self.modality = modality
-
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        if self.modality == "ir":
-            return images01
-        rgb = torch.round(images01 * 255.0)  # the uint8 values
-        luma = torch.round(0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])  # (B, 1, H, W)
-        return (luma / 255.0).expand(-1, 3, -1, -1)
 
 
 # --------------------------------------------------------------------------- the graph
@@ -217,39 +171,17 @@ class ReidExtractor:
             raise UserError(f"--batch-size {self.batch_size}: give at least 1")
         self.amp = self.cfg.fusion.amp if amp is None else bool(amp)
         self.modalities = model_modalities(self.model)
+        self.partners = PartnerSource.from_record(self.meta) if method_spec(self.method).needs_partners else None
         self.generators = None
-        self.gray_partners = False
-        if self.model.needs_partners:
-            self._load_partner_source(gan_checkpoint)
+        if self.partners is not None and (self.partners.kind is not PartnerKind.GRAY or gan_checkpoint is not None):
+            source = self.partners if self.partners.kind is not PartnerKind.GRAY else PartnerSource(PartnerKind.ON_THE_FLY)
+            beside = self.path.resolve().parent.parent / "gan" / "gan.pt"  # <run>/fusion/reid.pt -> <run>/gan/gan.pt
+            self.generators = source.load_generators(self.device, override=gan_checkpoint, beside=beside, image_size=self.image_size,
+                                                     model=f"{self.path} ({self.method})")
         self._graphs: dict[str, FeatureGraph] = {}
         probe = torch.zeros(1, 3, *self.image_size, device=self.device)
         with torch.no_grad():
             self.dim: int = int(self.graph(self.modalities[0])(probe).shape[1])
-
-    def _load_partner_source(self, gan_checkpoint: str | Path | None) -> None:
-        from stage1_dsgan.generate import load_generators
-
-        recorded, recorded_sha = self.meta.get("gan_checkpoint"), self.meta.get("gan_sha256")
-        if gan_checkpoint is None and (recorded == GRAY_PARTNERS or self.meta.get("pairs") == GRAY_PARTNERS):
-            self.gray_partners = True
-            return
-        if gan_checkpoint is not None:
-            path, expected = Path(gan_checkpoint), None
-        else:
-            path, expected = Path(recorded) if recorded else None, recorded_sha
-            beside = self.path.resolve().parent.parent / "gan" / "gan.pt"  # <run>/fusion/reid.pt -> <run>/gan/gan.pt
-            if (path is None or not path.is_file()) and beside.is_file() and expected and file_sha256(beside) == expected:
-                path = beside
-        if path is None or not path.is_file():
-            raise UserError(f"{self.path} ({self.method}) embeds images with their generated partners, and its generator "
-                            f"{recorded} is missing; pass --gan-checkpoint GAN.pt")
-        gens = load_generators(path, self.device)
-        if expected and gens.sha256 != expected:
-            raise UserError(f"generator {path} changed since {self.path} was trained; pass the original with --gan-checkpoint")
-        if tuple(gens.image_size) != self.image_size:
-            raise UserError(f"generator {path} was trained at {gens.image_size[0]}x{gens.image_size[1]}, the re-ID model at "
-                            f"{self.image_size[0]}x{self.image_size[1]}; pass the generator the model was trained with")
-        self.generators = gens
 
     def modality(self, name: str) -> str:
         """The stream name ("vis" / "ir") of a modality name ("visible", "infrared", "vis", "ir").
@@ -274,11 +206,7 @@ class ReidExtractor:
         """
         stream = self.modality(modality)
         if stream not in self._graphs:
-            partner = None
-            if self.gray_partners:
-                partner = GrayPartner(stream)
-            elif self.generators is not None:
-                partner = GeneratedPartner(self.generators.g_vis2ir if stream == "vis" else self.generators.g_ir2vis)
+            partner = None if self.partners is None else self.partners.feature_partner(stream, self.generators)
             self._graphs[stream] = FeatureGraph(self.model, stream, self.feature, self.flip, partner).eval()
         return self._graphs[stream]
 

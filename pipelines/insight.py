@@ -18,8 +18,10 @@ from common.evaluation.protocols import protocol_trials
 from pipelines.rank_grid import RankRow, render_rank_grid, save_png
 from common.runlog import info
 from pipelines.data import Splits
-from pipelines.run_all import _test_partners, file_numbers, make_protocol
+from pipelines.partners import PartnerSource
+from pipelines.stages import file_numbers, make_protocol
 from stage2_fusion.evaluate import extract_features, load_reid_model
+from stage2_fusion.methods import method_spec
 
 TOP_K = 10
 
@@ -44,14 +46,15 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
     if worst < 1:
         raise UserError(f"--worst {worst}: show at least 1 query")
     model, meta, cfg = load_reid_model(checkpoint, device)
-    spec = make_protocol(cfg.eval, splits.index.name, splits.index.root, trials=1, mode=mode, direction=direction)
+    spec = make_protocol(cfg.eval, splits.spec, splits.index.root, trials=1, mode=mode, direction=direction)
     test = splits.test
     numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
     trial = protocol_trials(spec, test.pids, test.cams, test.is_ir, numbers)[0]
     partners = None
-    if model.needs_partners:
-        gan = meta.get("gan_checkpoint") if not gan_checkpoint else str(gan_checkpoint)
-        partners = _test_partners(gan, None if gan_checkpoint else meta.get("gan_sha256"), splits, device)
+    if method_spec(meta["method"]).needs_partners:
+        beside = Path(checkpoint).resolve().parent.parent / "gan" / "gan.pt"
+        partners = PartnerSource.from_record(meta).test_partners(len(test), device, override=gan_checkpoint, beside=beside,
+                                                                 model=str(checkpoint))
     needed = np.unique(np.concatenate([trial.query, trial.gallery]))
     feats = extract_features(model, test, needed, device, partners=partners, feature=test_feature(cfg, meta["method"]), batch_size=cfg.eval.batch_size,
                              amp=cfg.eval.amp)

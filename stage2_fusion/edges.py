@@ -40,11 +40,17 @@ to the stem output instead of (or besides) comparing them through VGG16.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import kornia
 import torch
 from torch import nn
 
+from common.config import Recipe, at_least
 from common.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from common.errors import UserError
+from common.weights import Weights, WeightsKind
+from stage2_fusion.methods.spec import Modifier
 
 OPERATORS = ("laplace", "sobel", "prewitt")
 MODES = ("mso", "magnitude")
@@ -289,15 +295,69 @@ class EdgeBranch(nn.Module):
         return stem
 
 
-def build_edge_branch(recipe, channels: int, vgg16: str = "") -> EdgeBranch | None:
-    """The edge branch a recipe asks for (``recipe.edge`` != "none"), or None.
+@dataclass(frozen=True)
+class EdgeRecipe(Recipe):
+    """The recipe keys of MSO's edge features, for every method that offers them at its
+    stems (AGW, MSO, TSME's real stream: their recipes extend this one).
+
+    Attributes:
+        edge: the edge operator, "none", "laplace", "sobel" or "prewitt" (MSO PEF.py; which
+            kernels: the module docstring).
+        edge_mode: "mso" (its signed, summed kernels) or "magnitude" (ours: the edge strength).
+        edge_loss: "pef" (MSO's perceptual edge loss through VGG16, ``fusion.vgg16``) or
+            "fuse" (ours: the embedded edge map added to the stem output).
+        pef_weight: weight of the PEF term (MSO train.py: 1).
+        pef_stages: VGG16 stages PEF chains (MSO PEF.py: 4, features[5:31]; fewer for small inputs).
+    """
+
+    edge: str
+    edge_mode: str
+    edge_loss: str
+    pef_weight: float = at_least(0)
+    pef_stages: int
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.edge not in ("none", *OPERATORS):
+            raise UserError(f"{where}.edge '{self.edge}' is unknown; use none, laplace, sobel or prewitt")
+        if self.edge_mode not in MODES or self.edge_loss not in ("pef", "fuse"):
+            raise UserError(f"{where}: edge_mode '{self.edge_mode}' / edge_loss '{self.edge_loss}' unknown; use mso | magnitude and pef | fuse")
+        if not 1 <= self.pef_stages <= 4:
+            raise UserError(f"{where}.pef_stages {self.pef_stages}: MSO chains 1..4 VGG16 stages")
+
+
+#: Ablation modifiers of every method whose recipe has the edge options (``mso-sobel``, ``agw-laplace-fuse``).
+EDGE_MODIFIERS: tuple[Modifier, ...] = (
+    *(Modifier(op, f"edge operator {op} at the stems (MSO PEF.py's kernels)", recipe={"edge": op}) for op in OPERATORS),
+    Modifier("magnitude", "ours: kornia's unsigned edge magnitude instead of MSO's signed summed kernels", recipe={"edge_mode": "magnitude"}),
+    Modifier("fuse", "ours: the embedded edge map added to the stem output instead of PEF", recipe={"edge_loss": "fuse"}),
+)
+
+
+def uses_pef(recipe: Recipe | None) -> bool:
+    """Whether a recipe trains with MSO's PEF loss (an edge operator with ``edge_loss = "pef"``),
+    which compares VGG16 features (``fusion.vgg16``)."""
+    return isinstance(recipe, EdgeRecipe) and recipe.edge != "none" and recipe.edge_loss == "pef"
+
+
+def edge_summary(recipe: Recipe | None, vgg16: str) -> dict[str, str]:
+    """What a run's results record of its edge features: operator, mode, loss (and VGG16 for PEF)."""
+    if not isinstance(recipe, EdgeRecipe) or recipe.edge == "none":
+        return {"operator": "none"}
+    weights = "random initialisation" if Weights(vgg16).kind is WeightsKind.NONE else str(vgg16)
+    return {"operator": recipe.edge, "mode": recipe.edge_mode, "loss": recipe.edge_loss,
+            **({"vgg16": weights} if recipe.edge_loss == "pef" else {})}
+
+
+def build_edge_branch(recipe: Recipe | None, channels: int, vgg16: str = "") -> EdgeBranch | None:
+    """The edge branch a recipe asks for (an :class:`EdgeRecipe` with ``edge`` != "none"), or None.
 
     Args:
-        recipe: :class:`common.config.RecipeConfig` (``edge``, ``edge_mode``, ``edge_loss``,
-            ``pef_stages``); None gives None.
+        recipe: the method's recipe (``edge``, ``edge_mode``, ``edge_loss``, ``pef_stages``);
+            None or a recipe without edge options gives None.
         channels: the stem's output channels.
         vgg16: ``fusion.vgg16``.
     """
-    if recipe is None or recipe.edge == "none":
+    if not isinstance(recipe, EdgeRecipe) or recipe.edge == "none":
         return None
     return EdgeBranch(recipe.edge, recipe.edge_mode, recipe.edge_loss, channels, vgg16, recipe.pef_stages)

@@ -20,7 +20,7 @@ from common.data.array_cache import ArraySplit
 from common.data.augment import imagenet_normalize, to_float_images
 from common.errors import UserError
 from common.evaluation.metrics import evaluate_ranking, summarize
-from common.evaluation.protocols import ProtocolSpec, collapse_ids_for, protocol_trials
+from common.evaluation.protocols import ProtocolSpec, protocol_trials
 from common.evaluation.reranking import k_reciprocal_rerank
 from common.runlog import progress_bar
 from common.runtime import autocast
@@ -50,7 +50,9 @@ def extract_features(
         split: the decoded split.
         indices: int64 (N,) rows of ``split`` to embed.
         device: where the model runs.
-        partners: source of generated partners; required when ``model.needs_partners``.
+        partners: source of partners, for a method that needs them
+            (:attr:`stage2_fusion.methods.spec.MethodSpec.needs_partners`; the caller,
+            which knows the method, passes them); None: the model takes none.
         feature: "pre" or "post" BNNeck feature.
         flip: average with the horizontally flipped image's feature (and partner's).
         batch_size: images per forward pass.
@@ -60,11 +62,8 @@ def extract_features(
     Returns:
         float32 (N, D) array, rows L2-normalised, in the order of ``indices``.
 
-    Raises:
-        ValueError: a method that needs partners got none.
     """
-    if model.needs_partners and partners is None:
-        raise ValueError(f"method {model.method} needs generated partners at test time")
+    needs_partners = partners is not None
     model.eval()
     indices = np.asarray(indices, dtype=np.int64)
     out = None
@@ -81,7 +80,7 @@ def extract_features(
                 x = imagenet_normalize(to_float_images(images_u8, device))
                 inputs = {name: x}
                 pair = None
-                if model.needs_partners:
+                if needs_partners:
                     p_u8 = partners(idx[order], images_u8, torch.full((len(idx),), ir_flag))
                     pair = {name: imagenet_normalize(to_float_images(p_u8, device))}
                 with autocast(device, amp):
@@ -150,7 +149,7 @@ def evaluate_protocol(
         raise UserError("the model produces NaN/inf features on test images: its training diverged; retrain with a lower learning rate")
     row_of = np.full(len(test), -1, dtype=np.int64)
     row_of[needed] = np.arange(len(needed))
-    collapse = collapse_ids_for(spec.dataset)
+    collapse = spec.family.collapses_ids
     results = []
     for trial in trial_list:
         q, g = feats[row_of[trial.query]], feats[row_of[trial.gallery]]
@@ -163,7 +162,7 @@ def evaluate_protocol(
                                         collapse_repeated_ids=collapse))
     summary = summarize(results)
     summary.update({
-        "protocol": spec.describe(), "dataset": spec.dataset, "mode": spec.mode, "shots": spec.shots,
+        "protocol": spec.describe(), "mode": spec.mode, "shots": spec.shots,
         "direction": spec.direction, "num_trials": len(trial_list), "num_query": int(len(trial_list[0].query)),
         "feature": feature, "flip": flip, "reranked": dict(rerank) if rerank is not None else False,
     })
@@ -228,12 +227,12 @@ def load_reid_model(path, device: torch.device, *, untrained: bool = False, from
             file that is no longer there.
     """
     from common.checkpoint import load_checkpoint
-    from common.config import config_from_dict, for_inference
+    from common.config import for_inference
     from common.runtime import seed_everything
-    from stage2_fusion.methods import build_method
+    from stage2_fusion.methods import build_method, config_from_checkpoint
 
     state = load_checkpoint(path, "reid")
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_checkpoint(state["config"])
     seed_everything(cfg.fusion.seed)
     model, _ = build_method(state["method"], cfg if (untrained and from_start) else for_inference(cfg), state["num_classes"])
     if not untrained:

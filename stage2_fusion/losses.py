@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
+from common.weights import Weights, WeightsKind
 from common.nets.vgg import VGG16_FILE, VGG16_URL, read_vgg16_state, vgg16_feature_layers
 
 
@@ -227,11 +228,14 @@ class PerceptualEdgeLoss(nn.Module):
             raise ValueError(f"width_divisor must be a positive divisor of 64, got {width_divisor!r}")
         self.in_channels = 64 // width_divisor
         state = None
-        if vgg16_weights in ("demo-standin", "required"):
-            raise UserError(f"fusion.vgg16 is '{vgg16_weights}': pass --vgg16 PATH or none (the pipeline commands resolve "
+        weights = Weights(str(vgg16_weights) if vgg16_weights is not None else "none")
+        if weights.kind in (WeightsKind.STANDIN, WeightsKind.REQUIRED):
+            raise UserError(f"fusion.vgg16 is '{weights}': pass --vgg16 PATH or none (the pipeline commands resolve "
                             "'demo-standin' to the stand-in's file)")
-        if vgg16_weights not in (None, "", "none"):
-            state = read_vgg16_state(Path(vgg16_weights))  # checked before anything is built
+        if weights.kind is WeightsKind.IMAGENET:
+            raise UserError("fusion.vgg16 'imagenet' is not looked up in a cache: pass --vgg16 PATH (torchvision's vgg16-397923af.pth) or none")
+        if weights.kind is WeightsKind.PATH:
+            state = read_vgg16_state(weights.path)  # checked before anything is built
         layers = vgg16_feature_layers(width_divisor)  # torchvision VGG.__init__'s initialisation
         # keys stages.<s>.<torchvision index>.weight, e.g. stages.0.5.weight = features.5.weight
         self.stages = nn.ModuleList(nn.Sequential(OrderedDict((str(i), layers[i]) for i in range(a, b)))

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from common.data.array_cache import ArraySplit
-from common.data.augment import ReidTrainAugment, imagenet_normalize, to_float_images
+from common.data.augment import common_augment, imagenet_normalize, to_float_images
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest, test_feature
 from common.errors import UserError
@@ -40,7 +40,7 @@ from common.data.pair_cache import PairCache
 from common.runlog import RunLog, info, progress_bar
 from common.runtime import DistInfo, amp_plan, autocast, epoch_seed, seed_everything
 from common.data.samplers import Batch, IdentitySampler
-from stage2_fusion.methods import build_method, build_view_augment
+from stage2_fusion.methods import build_method, build_view_augment, method_spec
 from stage2_fusion.optim import build_optimizer, build_scheduler
 
 FINAL_NAME = "reid.pt"
@@ -72,11 +72,10 @@ class TrainOptions:  # pragma: no mutate block
 
 
 def fusion_stage_key(cfg: Config, method: str, data_fingerprint: str, partner_id: str | None) -> str:  # pragma: no mutate block
-    """Identity of a stage-2 training: method, its recipe, model settings, data, partners."""
+    """Identity of a stage-2 training: method, its recipe (its model keys included), backbone, data, partners."""
     f = cfg.fusion
     return digest({
-        "method": method, "recipe": config_section_dict(f.recipe(method)), "backbone": config_section_dict(f.backbone),
-        "heads": [f.embed_dim, f.num_stripes, f.num_aux_stripes], "seed": f.seed,
+        "method": method, "recipe": config_section_dict(f.recipe(method)), "backbone": config_section_dict(f.backbone), "seed": f.seed,
         "size": [cfg.data.height, cfg.data.width], "data": data_fingerprint, "partners": partner_id,
     })
 
@@ -163,7 +162,7 @@ def gather_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:  # pragma: n
 
 
 class EpochBatches(torch.utils.data.Dataset):  # pragma: no mutate block
-    """One epoch's batches; a worker only slices uint8 arrays (STYLE.md section 7).
+    """One epoch's batches; a worker only slices uint8 arrays (CONTRIBUTING.md, "Performance").
 
     Item i: (images uint8 (2PK, H, W, 3), partners uint8 (2PK, H, W, 3) or an empty
     tensor, labels int64 (2PK,), indices int64 (2PK,)); rows visible first.
@@ -202,7 +201,7 @@ def train_fusion(
 
     Args:
         cfg: resolved config (``cfg.fusion``, its recipe for ``method``, ``cfg.data``).
-        method: "agw" or "tsme".
+        method: a name of :data:`stage2_fusion.methods.METHODS`.
         train: decoded training split.
         out_dir: stage folder (``<run>/fusion``): ``last.pt``, ``best.pt``, ``reid.pt``.
         device: training device.
@@ -237,10 +236,11 @@ def train_fusion(
     recipe = cfg.fusion.recipe(method)
     sampler = build_sampler(recipe, train, dist)
     model, loss_fn, optimizer, scheduler, _ = build_for_training(cfg, method, sampler.num_classes, device)
-    if model.needs_partners and pair_cache is None and translate is None:
-        raise UserError(f"method {method} trains on generated partners: pass --pairs CACHE (from pipeline generate-pairs) or --pairs on-the-fly")
-    augment = ReidTrainAugment((cfg.data.height, cfg.data.width), recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug,
-                               recipe.gray_mix_p)
+    needs_partners = method_spec(method).needs_partners
+    if needs_partners and pair_cache is None and translate is None:
+        raise UserError(f"method {method} trains on partners: pass --partners CACHE (from pipeline generate-pairs), --partners on-the-fly "
+                        "or --partners gray")
+    augment = common_augment((cfg.data.height, cfg.data.width), recipe)
     view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # MSCMNet, GLMN: their own views
     _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype)  # fp16 (asked for, or no bf16): loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -267,7 +267,7 @@ def train_fusion(
         "image_size": [cfg.data.height, cfg.data.width], "data_fingerprint": train.fingerprint, **(meta or {}),
     }
     guard = NonFiniteGuard(f"stage 2 ({method})", cfg.fusion.max_nonfinite_steps, last, distributed=dist.enabled)
-    batch_images = 2 * recipe.ids_per_batch * recipe.images_per_id * (2 if model.needs_partners else 1)
+    batch_images = 2 * recipe.ids_per_batch * recipe.images_per_id * (2 if needs_partners else 1)
     total = (recipe.epochs - start_epoch) * len(sampler) * batch_images
     pin = device.type == "cuda"
     with RunLog(out_dir.parent, "fusion", enabled=dist.is_main) as log, \
@@ -277,7 +277,7 @@ def train_fusion(
             torch.manual_seed(seed + dist.rank)  # augmentation differs across ranks, reproducibly
             step_model.train()
             loader = torch.utils.data.DataLoader(
-                EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if model.needs_partners else None),
+                EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if needs_partners else None),
                 batch_size=None, shuffle=False, num_workers=options.workers, pin_memory=pin)
             sums: dict[str, torch.Tensor] = {}
             probe = None
@@ -288,7 +288,7 @@ def train_fusion(
                 is_ir = torch.arange(2 * n) >= n
                 x = to_float_images(images_u8, device)
                 p = None
-                if model.needs_partners:
+                if needs_partners:
                     if translate is not None:
                         partners_u8 = translate(images_u8, is_ir)  # frozen generator, on the device
                     p = to_float_images(partners_u8, device)

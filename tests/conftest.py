@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 
 
 def write_jpeg(path: Path, rgb: np.ndarray) -> None:
@@ -77,10 +77,10 @@ TINY_OVERRIDES = {
     "data": {"height": 32, "width": 16, "decode_threads": 1},
     "gan": {"encoder_layers": [1, 1, 1, 1], "base_width": 8, "disc_widths": [8, 8, 16, 16], "epochs": 2,
             "decay_start_epoch": 1, "steps_per_epoch": 3, "batch_size": 4, "image_every": 2, "pretrained": "none"},
-    "fusion": {"embed_dim": 16, "vgg16": "none", "tsme_streams": "agw",
+    "fusion": {"vgg16": "none",
                "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0], "pretrained": "none"},
                "recipes": {"tsme": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [], "lr": 0.01,
-                                    "eval_every": 1},
+                                    "eval_every": 1, "embed_dim": 16, "streams": "agw"},
                            "agw": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [], "lr": 0.01,
                                    "warmup_epochs": 0, "pad": 2, "eval_every": 1},
                            "mso": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 2, "steps_per_epoch": 3, "milestones": [],
@@ -91,7 +91,7 @@ TINY_OVERRIDES = {
                                     "lr": 0.01, "warmup_epochs": 1, "pad": 2, "eval_every": 1}}},
     "eval": {"trials": 2, "batch_size": 16},
 }
-# (tsme_streams "agw": the tests that reach into TSME's two backbones use the shared-body layout;
+# (TSME's streams "agw": the tests that reach into TSME's two backbones use the shared-body layout;
 # tests/test_tsme.py checks the paper layout (four ResNets) the profiles use.
 # pretrained "none": the tiny networks start from scratch; tests/test_standin.py builds and
 # loads tiny ImageNet stand-ins through the same path as the demo profile's "demo-standin")
@@ -128,7 +128,8 @@ def trained_checkpoints(sysu_tree, tmp_path_factory) -> dict:
 
     from common.config import for_method
     from pipelines.data import load_splits
-    from pipelines.run_all import stage_generate_pairs, stage_train_fusion, stage_train_gan
+    from pipelines.partners import PartnerSource
+    from pipelines.stages import partner_cache_stage, train_gan_stage, train_reid_stage
 
     base = tmp_path_factory.mktemp("trained")
     recipes = {m: {**TINY_OVERRIDES["fusion"]["recipes"][m], "epochs": 1, "steps_per_epoch": 2, "eval_every": 0}
@@ -139,12 +140,13 @@ def trained_checkpoints(sysu_tree, tmp_path_factory) -> dict:
                                          "fusion": {**TINY_OVERRIDES["fusion"], "recipes": recipes}})
     cpu = torch.device("cpu")
     splits = load_splits(cfg, "sysu", sysu_tree, cache_dir=base / "cache")
-    gan = stage_train_gan(cfg, splits, base / "tsme", cpu)
-    cache = stage_generate_pairs(gan, splits, base / "tsme" / "pairs", cpu)
+    gan = train_gan_stage(cfg, splits, base / "tsme", cpu)
+    cache = partner_cache_stage(gan, splits, base / "tsme" / "partner_cache", cpu)
     out: dict = {"splits": {}, "gan": gan}
     for method in INFERENCE_METHODS:
         method_cfg = for_method(cfg, method)
         method_splits = splits if method != "mscmnet" else load_splits(method_cfg, "sysu", sysu_tree, cache_dir=base / "cache")
         out["splits"][method] = method_splits
-        out[method] = stage_train_fusion(method_cfg, method, method_splits, cache if method == "tsme" else None, base / method, cpu)
+        source = PartnerSource.from_cache(cache) if method == "tsme" else None
+        out[method] = train_reid_stage(method_cfg, method, method_splits, source, base / method, cpu, cache=cache)
     return out

@@ -11,22 +11,29 @@ import torch
 from common.config import dump_config
 from common.errors import UserError
 from pipelines.ablate import ablate, paired_difference, parse_variant
+from pipelines.partners import PartnerKind
 
 CPU = torch.device("cpu")
 
 
 def test_variant_grammar():
     v = parse_variant("tsme-gray-noiai")
-    assert (v.method, v.partners) == ("tsme", "gray") and v.overrides == {"fusion": {"tsme_iai": False}}
-    assert parse_variant("tsme-nogate").overrides == {"fusion": {"tsme_gate": False}}
-    assert parse_variant("tsme-paperstreams").overrides == {"fusion": {"tsme_streams": "paper"}}
-    assert parse_variant("agw") .overrides == {} and parse_variant("agw").partners == "gan"
-    with pytest.raises(UserError, match="unknown method 'nope'"):
+    assert (v.method, v.partners) == ("tsme", PartnerKind.GRAY) and v.overrides == {"fusion": {"recipes": {"tsme": {"iai": False}}}}
+    assert parse_variant("tsme-nogate").overrides == {"fusion": {"recipes": {"tsme": {"gate": False}}}}
+    assert parse_variant("tsme-paperstreams").overrides == {"fusion": {"recipes": {"tsme": {"streams": "paper"}}}}
+    assert parse_variant("agw") .overrides == {} and parse_variant("agw").partners is PartnerKind.CACHE
+    # a modifier several methods accept, through their specs
+    assert parse_variant("agw-graymix").overrides == {"fusion": {"recipes": {"agw": {"gray_mix_p": 0.5}}}}
+    assert parse_variant("mso-graymix").overrides == {"fusion": {"recipes": {"mso": {"gray_mix_p": 0.5}}}}
+    assert parse_variant("tsme-grayout-twosample").stage1_modifiers == ("grayout", "twosample")
+    with pytest.raises(UserError, match="unknown --method 'nope'"):
         parse_variant("nope-gray")
     with pytest.raises(UserError, match="unknown modifier 'shiny'"):
         parse_variant("tsme-shiny")
-    with pytest.raises(UserError, match="applies to tsme only"):
+    with pytest.raises(UserError, match="applies to tsme, not agw"):
         parse_variant("agw-gray")
+    with pytest.raises(UserError, match="applies to agw, tsme, mso, not glmn"):
+        parse_variant("glmn-graymix")
 
 
 def test_paired_difference_by_hand():

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from common.checkpoint import load_checkpoint
-from common.config import dump_config, load_config
+from common.config import dump_config
+from stage2_fusion.methods import load_config
 from pipelines import cli
 from tests.conftest import TINY_OVERRIDES, make_sysu_tree, write_jpeg
 
@@ -161,11 +162,11 @@ def test_stale_or_half_written_pair_cache(monkeypatch, capsys, tmp_path, trained
     smaller = _copy_tree(root, tmp_path / "SYSU-MM01")
     shutil.rmtree(smaller / "cam1" / "0001")
     line = expect_refusal(monkeypatch, capsys, "pair cache", "train-fusion", "--dataset", "sysu", "--data-root", str(smaller),
-                          "--method", "tsme", "--pairs", str(run / "pairs"), "--config", str(tiny_config),
+                          "--method", "tsme", "--partners", str(run / "partner_cache"), "--config", str(tiny_config),
                           "--run-dir", str(tmp_path / "r1"))
     assert "generate-pairs" in line  # the rebuild command
     half = tmp_path / "half"
-    shutil.copytree(run / "pairs", half)
+    shutil.copytree(run / "partner_cache", half)
     (half / "manifest.json").unlink()
     expect_refusal(monkeypatch, capsys, "generate-pairs", "train-fusion", "--dataset", "sysu", "--data-root", str(root),
                    "--method", "tsme", "--pairs", str(half), "--config", str(tiny_config), "--run-dir", str(tmp_path / "r2"))

@@ -60,17 +60,17 @@ def test_sysu_indoor_gallery_pool(small_sysu):
 @pytest.mark.parametrize("trial, train_ids, test_ids", [(1, 4, 4), (2, 4, 4)])
 def test_regdb_both_directions(tmp_path_factory, trial, train_ids, test_ids):
     root = make_regdb_tree(tmp_path_factory.mktemp("check-regdb") / "RegDB")
-    v2i = check_dataset("regdb", root, trial=trial)
+    v2i = check_dataset("regdb", root, split=trial)
     _assert_reid_shape(v2i, gallery_note=False)
     assert v2i["train"]["visible"] == {"ids": train_ids, "images": train_ids * 2, "cams": [1]}
     assert v2i["train"]["infrared"] == {"ids": train_ids, "images": train_ids * 2, "cams": [2]}
     assert v2i["query"] == {"ids": test_ids, "images": test_ids * 2, "cams": [1], "modality": "visible"}
     assert v2i["gallery"] == {"ids": test_ids, "images": test_ids * 2, "cams": [2], "modality": "infrared"}
-    assert v2i["protocol"] == {"direction": "v2i", "trial": trial}
-    i2v = check_dataset("regdb", root, trial=trial, direction="i2v")
+    assert v2i["protocol"] == {"direction": "v2i", "split": trial}
+    i2v = check_dataset("regdb", root, split=trial, direction="i2v")
     assert i2v["query"]["modality"] == "infrared" and i2v["query"]["cams"] == [2]
     assert i2v["gallery"]["modality"] == "visible" and i2v["gallery"]["cams"] == [1]
-    assert i2v["protocol"] == {"direction": "i2v", "trial": trial}
+    assert i2v["protocol"] == {"direction": "i2v", "split": trial}
 
 
 def test_llcm_summary(tmp_path):
@@ -110,7 +110,7 @@ def test_missing_image_is_named(tmp_path):
     root = make_regdb_tree(tmp_path / "RegDB")
     (root / "Visible" / "7" / "male_front_v_00001_7.bmp").unlink()
     with pytest.raises(UserError, match=r"Visible/7/male_front_v_00001_7\.bmp is missing"):
-        check_dataset("regdb", root, trial=1)
+        check_dataset("regdb", root, split=1)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
+import dataclasses
 import tomllib
+import typing
+from pathlib import Path
 
 import pytest
 
-from common.config import config_from_dict, dump_config, load_config
+from common.config import dump_config
+from stage2_fusion.methods import METHODS, config_from_dict, load_config
 from common.errors import UserError
 
 
@@ -55,12 +59,12 @@ def test_paper_profile_refuses_to_train_without_a_choice_of_imagenet_weights():
         require_pretrained_choice(chosen, gan=True, vgg16=True)  # MSO's PEF: a VGG16 choice too
     require_pretrained_choice(chosen, gan=True, vgg16=False)  # a method without PEF does not need one
     # which methods need that VGG16: an edge operator with MSO's PEF loss, not our 'fuse' loss
-    from common.config import uses_pef
+    from stage2_fusion.edges import uses_pef
 
-    assert uses_pef(paper, "mso") and not uses_pef(paper, "agw") and not uses_pef(paper, "tsme")
-    assert not uses_pef(paper, "no-such-method")
+    assert uses_pef(paper.fusion.recipe("mso")) and not uses_pef(paper.fusion.recipe("agw")) and not uses_pef(paper.fusion.recipe("tsme"))
+    assert not uses_pef(paper.fusion.recipe("glmn")) and not uses_pef(None)  # no edge options at all
     fused = load_config("paper", overrides={"fusion": {"recipes": {"mso": {"edge_loss": "fuse"}}}})
-    assert fused.fusion.recipe("mso").edge != "none" and not uses_pef(fused, "mso")
+    assert fused.fusion.recipe("mso").edge != "none" and not uses_pef(fused.fusion.recipe("mso"))
     # a trained model is rebuilt without reading any ImageNet file
     rebuilt = for_inference(load_config("paper", overrides={"fusion": {"backbone": {"pretrained": "/gone/resnet50.pth"}}}))
     assert rebuilt.fusion.backbone.pretrained == "none" and rebuilt.gan.pretrained == "none"
@@ -78,12 +82,12 @@ SCALE_KEYS = {
     "data.demo_seed", "data.demo_train_ids", "data.demo_val_ids", "data.demo_test_ids", "data.demo_physics",
     "gan.encoder_layers", "gan.base_width", "gan.disc_widths", "gan.epochs", "gan.decay_start_epoch", "gan.steps_per_epoch",
     "gan.batch_size", "gan.image_every", "gan.pretrained",
-    "fusion.embed_dim", "fusion.vgg16",
+    "fusion.vgg16",
     "fusion.backbone.layers", "fusion.backbone.base_width", "fusion.backbone.nonlocal_blocks", "fusion.backbone.pretrained",
     "eval.batch_size",
 }
 SCALE_RECIPE_KEYS = {"ids_per_batch", "images_per_id", "epochs", "steps_per_epoch", "warmup_epochs", "milestones", "eval_every",
-                     "pad", "height", "width", "pef_stages"}
+                     "pad", "height", "width", "pef_stages", "embed_dim"}
 
 
 def _flat(table, prefix=""):
@@ -153,3 +157,53 @@ def test_amp_dtype_is_bf16_in_both_profiles_and_fp16_is_the_references_choice():
     assert load_config("paper", overrides={"fusion": {"amp_dtype": "fp16"}}).fusion.amp_dtype == "fp16"
     with pytest.raises(UserError, match="fusion.amp_dtype 'fp32' is unknown; use bf16 or fp16"):
         load_config("paper", overrides={"fusion": {"amp_dtype": "fp32"}})
+
+
+# --------------------------------------------------------------------------- the profiles are the only source of values
+
+
+def _config_classes():
+    from common.config import Config
+
+    seen, todo = [], [Config]
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        hints = typing.get_type_hints(cls)
+        todo += [hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name]) and hints[f.name] not in seen]
+    return seen + [spec.recipe_type for spec in METHODS.values()]
+
+
+def test_no_config_field_has_a_default_so_none_can_contradict_a_profile():
+    classes = _config_classes()
+    assert {c.__name__ for c in classes} >= {"Config", "DataConfig", "GanConfig", "FusionConfig", "BackboneConfig", "EvalConfig",
+                                              "PretrainConfig", "AGWRecipe", "TSMERecipe", "MSORecipe", "MSCMNetRecipe", "GLMNRecipe"}
+    with_default = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+    assert not with_default, with_default
+
+
+def test_a_key_no_table_gives_is_refused_by_name(tmp_path):
+    import tomllib as toml
+
+    table = toml.loads(dump_config(load_config("demo")))
+    del table["fusion"]["recipes"]["glmn"]["local_weight"]
+    with pytest.raises(UserError, match=r"config key 'fusion\.recipes\.glmn\.local_weight' has no value") as info:
+        config_from_dict(table)
+    assert "\n" not in str(info.value)
+
+
+def test_the_weights_choice_is_typed():
+    from common.weights import Weights, WeightsKind
+
+    demo, paper = load_config("demo"), load_config("paper")
+    assert demo.fusion.backbone.pretrained.kind is WeightsKind.STANDIN and paper.fusion.vgg16.kind is WeightsKind.REQUIRED
+    assert [Weights(s).kind for s in ("none", "", "imagenet", "demo-standin", "required", "/w/resnet50.pth")] == [
+        WeightsKind.NONE, WeightsKind.NONE, WeightsKind.IMAGENET, WeightsKind.STANDIN, WeightsKind.REQUIRED, WeightsKind.PATH]
+    assert Weights("/w/resnet50.pth").path == Path("/w/resnet50.pth") and Weights("none").path is None
+    assert Weights("imagenet").loads and not Weights("none").loads and not Weights("required").loads
+    with pytest.raises(UserError, match="must be a string"):
+        load_config("demo", overrides={"fusion": {"vgg16": 3}})
+    # written back exactly as given: a resolved config.toml reads back to the same config
+    cfg = load_config("demo", overrides={"fusion": {"backbone": {"pretrained": "/w/resnet50.pth"}}})
+    assert config_from_dict(tomllib.loads(dump_config(cfg))) == cfg and isinstance(cfg.fusion.backbone.pretrained, Weights)

@@ -78,7 +78,7 @@ def test_pid_is_the_person_folder_not_the_label_column(regdb_tree):
 
 
 def test_trial_selects_the_split(regdb_tree):
-    index = load_dataset("regdb", regdb_tree, trial=2)
+    index = load_dataset("regdb", regdb_tree, split=2)
     assert index.extra == {"trial": 2}
     assert sorted({s.pid for s in index.train}) == [2, 4, 6, 8]
     assert sorted({s.pid for s in index.test}) == [1, 3, 5, 7]
@@ -88,15 +88,15 @@ def test_trial_selects_the_split(regdb_tree):
 @pytest.mark.parametrize("trial", [0, 11, "1"])
 def test_trial_outside_one_to_ten(regdb_tree, trial):
     with pytest.raises(UserError, match=r"outside 1\.\.10"):
-        load_dataset("regdb", regdb_tree, trial=trial)
+        load_dataset("regdb", regdb_tree, split=trial)
 
 
 def test_missing_index_file_names_it(tmp_path):
     root = make_regdb_tree(tmp_path / "RegDB")
     (root / "idx" / "test_thermal_2.txt").unlink()
-    load_dataset("regdb", root, trial=1)  # trial 1 is intact
+    load_dataset("regdb", root, split=1)  # trial 1 is intact
     with pytest.raises(UserError) as err:
-        load_dataset("regdb", root, trial=2)
+        load_dataset("regdb", root, split=2)
     message = str(err.value)
     assert "idx/test_thermal_2.txt is missing" in message and "\n" not in message
     assert "idx/{train,test}_{visible,thermal}_{1..10}.txt" in message

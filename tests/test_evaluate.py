@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from common.data.array_cache import ArraySplit
-from common.evaluation.protocols import ProtocolSpec
+from common.evaluation.protocols import Family, ProtocolSpec
 from stage2_fusion.evaluate import evaluate_protocol
 
 CPU = torch.device("cpu")
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 class PixelFeatures(torch.nn.Module):
     """A stand-in model: the feature of an image is its (normalised) pixels."""
 
-    method, needs_partners = "stub", False
+    method = "stub"
 
     def extract(self, inputs, partners=None, feature="post"):
         (x,) = inputs.values()
@@ -37,7 +37,7 @@ def _split(seed: int = 0):
 
 def test_reranking_with_lambda_one_keeps_the_ranking_and_lambda_below_one_changes_it():
     split, model = _split(), PixelFeatures()
-    spec = ProtocolSpec("regdb", direction="v2i")
+    spec = ProtocolSpec(Family.REGDB, direction="v2i")
     plain = evaluate_protocol(model, split, CPU, spec, show_progress=False)
     kept = evaluate_protocol(model, split, CPU, spec, show_progress=False, rerank={"k1": 4, "k2": 2, "lambda_value": 1.0})
     changed = evaluate_protocol(model, split, CPU, spec, show_progress=False, rerank={"k1": 4, "k2": 2, "lambda_value": 0.0})
@@ -55,13 +55,13 @@ def test_features_are_extracted_in_float32_unless_asked(monkeypatch):
     """The references test in float32 (MSCMNet too, though it trains in fp16): eval.amp = false
     by default, and evaluation turns autocast on only when asked."""
     import stage2_fusion.evaluate as evaluate
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
 
     asked = []
     real = evaluate.autocast
     monkeypatch.setattr(evaluate, "autocast", lambda device, enabled, *a: asked.append(enabled) or real(device, enabled, *a))
     split, model = _split(), PixelFeatures()
-    spec = ProtocolSpec("regdb", direction="v2i")
+    spec = ProtocolSpec(Family.REGDB, direction="v2i")
     evaluate_protocol(model, split, CPU, spec, show_progress=False)
     assert asked and not any(asked)
     asked.clear()

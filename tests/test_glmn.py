@@ -5,6 +5,8 @@ released code are plain transcriptions of it (loops over Python floats)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import copy
 import math
 
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.data.augment import CAJ_ERASE_FILL, adaptive_gray_caj, imagenet_normalize, random_erasing
-from common.config import RecipeConfig, load_config
+from stage2_fusion.methods import load_config
 from common.errors import UserError
 from common.nets.resnet import Stem, make_layers
 from stage2_fusion.methods.glmn import (
@@ -34,6 +36,9 @@ from stage2_fusion.methods.glmn import (
     stripe_max_pool,
 )
 from tests.conftest import TINY_OVERRIDES
+
+#: The paper profile's glmn recipe (id_weight 1, ...), for the loss tests.
+RECIPE = load_config("paper").fusion.recipe("glmn")
 
 H, W = 32, 16
 
@@ -91,7 +96,7 @@ def test_gradients_reach_both_modalities_attention_and_both_branches():
     net.train()
     labels, is_ir = torch.tensor([0, 1, 0, 1]), torch.tensor([False, False, True, True])
     out = net(_inputs())
-    glmn_loss(out, labels, is_ir, RecipeConfig())["total"].backward()
+    glmn_loss(out, labels, is_ir, RECIPE)["total"].backward()
     params = dict(net.named_parameters())
     for name in ("specific.vis.stem.conv1.weight", "specific.vis.layer1.0.conv2.weight",
                  "specific.ir.stem.conv1.weight", "specific.ir.layer1.0.conv2.weight",
@@ -390,7 +395,7 @@ def test_glmn_loss_weights_terms_and_expands_loop_labels():
     outputs = {"logits": logits, "feat_pre_bn": feats, "local": local, "row_index": torch.tensor([0, 1, 0, 1, 2, 3])}
     loop_labels, is_ir = torch.tensor([0, 1, 2, 1]), torch.tensor([False, False, True, True])
     full = torch.tensor([0, 1, 0, 1, 2, 1])  # [vis; vis_ca; ir]
-    recipe = RecipeConfig(id_weight=2.0, wrt_weight=3.0)
+    recipe = dataclasses.replace(RECIPE, id_weight=2.0, wrt_weight=3.0)
     got = glmn_loss(outputs, loop_labels, is_ir, recipe)
     assert got["total"].item() == pytest.approx(glmn_loss(outputs, full, is_ir, recipe)["total"].item())
     adp, dist = adp_triplet_loss(feats, full)
@@ -399,8 +404,8 @@ def test_glmn_loss_weights_terms_and_expands_loop_labels():
     assert got["id"].item() == pytest.approx(F.cross_entropy(logits, full).item())
     assert got["total"].item() == pytest.approx(2 * got["id"].item() + 3 * adp.item() + 0.5 * local_term.item(), rel=1e-6)
     assert got["acc"].item() == pytest.approx(2 / 6)  # rows 0 and 1 right (row 2 says 2, its label is 0)
-    with pytest.raises(UserError, match="hetero-centre"):
-        glmn_loss(outputs, full, is_ir, RecipeConfig(hc_weight=0.5))
+    with pytest.raises(UserError, match="method glmn does not use hc_weight"):  # GLMN has no hetero-centre term: its recipe has no key
+        load_config("paper", overrides={"fusion": {"recipes": {"glmn": {"hc_weight": 0.5}}}})
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -541,8 +546,8 @@ def test_the_registered_glmn_loss_takes_its_weight_and_margin_from_the_recipe():
     net = GLMNNet(_cfg(), num_classes=3).train()
     labels, is_ir = torch.tensor([0, 1, 0, 1]), torch.tensor([False, False, True, True])
     out = net(_inputs())
-    recipe = RecipeConfig(local_weight=0.25, triplet_margin=5.0)
-    got = METHODS["glmn"][1](out, labels, is_ir, recipe)["total"]
+    recipe = dataclasses.replace(RECIPE, local_weight=0.25, triplet_margin=5.0)
+    got = METHODS["glmn"].loss(out, labels, is_ir, recipe)["total"]
     want = glmn_loss(out, labels, is_ir, recipe, local_weight=0.25, local_margin=5.0)["total"]
     default = glmn_loss(out, labels, is_ir, recipe)["total"]  # weight 0.5, margin 0.3
     assert got.item() == pytest.approx(want.item(), abs=1e-6)

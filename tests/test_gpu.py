@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from common.data.augment import ReidTrainAugment, imagenet_normalize, to_float_images
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from pipelines.data import load_splits
-from pipelines.run_all import stage_generate_pairs, stage_train_gan
-from stage2_fusion.methods import build_method
+from pipelines.stages import partner_cache_stage as stage_generate_pairs, train_gan_stage as stage_train_gan
+from stage2_fusion.methods import METHODS, build_method
 from stage2_fusion.train import TrainOptions, train_fusion
 from tests.conftest import TINY_OVERRIDES
 
@@ -91,13 +91,13 @@ def test_cpu_and_cuda_features_agree(method):
     for device in (CPU, CUDA):
         m = model.to(device)
         x = imagenet_normalize(to_float_images(u8, device))
-        partners = {"ir": x.flip(-1)} if m.needs_partners else None
+        partners = {"ir": x.flip(-1)} if METHODS[m.method].needs_partners else None
         feats[device.type] = m.extract({"ir": x}, partners).float().cpu()
     # fp32 on both devices: equal up to kernel rounding
     assert torch.allclose(feats["cpu"], feats["cuda"], atol=1e-4), (feats["cpu"] - feats["cuda"]).abs().max()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         x = imagenet_normalize(to_float_images(u8, CUDA))
-        partners = {"ir": x.flip(-1)} if model.needs_partners else None
+        partners = {"ir": x.flip(-1)} if METHODS[model.method].needs_partners else None
         low = model.extract({"ir": x}, partners).float().cpu()
     cosine = (low * feats["cpu"]).sum(dim=1)  # both L2-normalised
     assert (cosine > 0.99).all(), cosine

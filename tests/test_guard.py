@@ -83,7 +83,7 @@ def test_training_stops_past_the_limit_and_keeps_the_last_good_checkpoint(sysu_t
 
 def test_gan_training_skips_a_nan_step(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
     import stage1_dsgan.train as gan_trainer
-    from pipelines.run_all import stage_train_gan
+    from pipelines.stages import train_gan_stage as stage_train_gan
 
     original, calls = gan_trainer.generator_loss, {"n": 0}
 

@@ -3,6 +3,7 @@ flip, TSME's generator, bad inputs; ``pipeline extract`` and its feature file.""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 
@@ -17,7 +18,7 @@ from common.errors import UserError
 from pipelines.feature_file import open_feature_file
 from pipelines.cli import app
 from pipelines.inference import ReidExtractor, list_images, model_modalities
-from pipelines.run_all import _test_partners
+from pipelines.partners import PartnerKind, PartnerSource
 from stage2_fusion.evaluate import extract_features
 from tests.conftest import INFERENCE_METHODS
 
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.e2e
 def protocol_features(extractor: ReidExtractor, splits, flip: bool) -> np.ndarray:
     """Features of the whole test split as ``pipeline test`` computes them (its own code)."""
     partners = None
-    if extractor.model.needs_partners:
-        partners = _test_partners(extractor.meta["gan_checkpoint"], extractor.meta["gan_sha256"], splits, CPU)
+    if extractor.partners is not None:  # the source the checkpoint records, as pipeline test reads it
+        partners = PartnerSource.from_record(extractor.meta).test_partners(len(splits.test), CPU)
     return extract_features(extractor.model, splits.test, np.arange(len(splits.test)), CPU, partners=partners,
                             feature=extractor.feature, flip=flip, batch_size=7, show_progress=False)
 
@@ -51,6 +52,31 @@ def test_extract_from_files_equals_the_protocol_features(method, trained_checkpo
         np.testing.assert_allclose(got, reference[rows], atol=1e-5, rtol=0)
     # the features tell identities apart: a trained model is not a constant function
     assert np.abs(reference[0] - reference[-1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", list(PartnerKind))
+def test_extracted_features_equal_the_protocol_for_every_partner_source(kind, trained_checkpoints, tiny_cfg, tmp_path):
+    """TSME trained on each partner source (the partner cache, its generator on the fly, the
+    gray control): extract() gives the protocol's features, partners included, for both
+    modalities. (A change of one partner's arithmetic on one side, e.g. BGR weights in the
+    gray partner, fails here.)"""
+    from pipelines.stages import train_reid_stage
+
+    splits = trained_checkpoints["splits"]["tsme"]
+    if kind is PartnerKind.CACHE:
+        checkpoint = trained_checkpoints["tsme"]
+    else:
+        source = PartnerSource.gray() if kind is PartnerKind.GRAY else PartnerSource.on_the_fly(trained_checkpoints["gan"])
+        recipe = dataclasses.replace(tiny_cfg.fusion.recipe("tsme"), epochs=1, steps_per_epoch=2, eval_every=0)
+        cfg = dataclasses.replace(tiny_cfg, fusion=dataclasses.replace(tiny_cfg.fusion, recipes={**tiny_cfg.fusion.recipes, "tsme": recipe}))
+        checkpoint = train_reid_stage(cfg, "tsme", splits, source, tmp_path / kind.value, CPU)
+    extractor = ReidExtractor(checkpoint, "cpu", batch_size=6)
+    assert extractor.partners.kind is kind and (extractor.generators is None) == (kind is PartnerKind.GRAY)
+    reference = protocol_features(extractor, splits, flip=False)
+    for is_ir in (False, True):
+        rows = np.flatnonzero(splits.test.is_ir == is_ir)
+        got = extractor.extract(np.asarray(splits.test.images[rows]), "infrared" if is_ir else "visible")
+        np.testing.assert_allclose(got, reference[rows], atol=1e-5, rtol=0)
 
 
 def test_flip_and_the_tsme_partner_follow_the_protocol(trained_checkpoints):
@@ -139,7 +165,7 @@ def test_tsme_generator_recorded_moved_or_missing(trained_checkpoints, tmp_path)
     """A moved run directory still finds its generator (<run>/gan/gan.pt with the recorded
     SHA-256); a missing one is refused with the flag that fixes it."""
     state = torch.load(trained_checkpoints["tsme"], weights_only=True)
-    state["gan_checkpoint"] = str(tmp_path / "gone" / "gan.pt")
+    state["partners"] = {**state["partners"], "generator": str(tmp_path / "gone" / "gan.pt")}
     payload = {k: v for k, v in state.items() if k not in ("kind", "format")}
     moved = tmp_path / "moved" / "fusion" / "reid.pt"
     save_checkpoint(moved, "reid", payload)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from pipelines.rank_grid import GREEN, RED, RankRow, render_rank_grid
 from pipelines.cli import app
 from pipelines.run_all import run_all

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.config import dump_config, load_config
+from common.config import dump_config
+from stage2_fusion.methods import load_config
 from tests.conftest import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

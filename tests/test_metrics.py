@@ -1,5 +1,6 @@
 """Tests for common.evaluation.metrics: hand-worked rankings, removal, skipping, ties, and agreement
-with a plain per-query reference (the loop AGW's eval_sysu runs)."""
+of the engine (evaluate_ranking) with the library's readable per-query reference
+(evaluate_ranking_per_query, the loop AGW's eval_sysu runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.evaluation import metrics
-from common.evaluation.metrics import RankingMetrics, evaluate_ranking, same_camera_mask, summarize
+from common.evaluation.metrics import RankingMetrics, evaluate_ranking, evaluate_ranking_per_query, same_camera_mask, summarize
 
 # Query pid 1 against six gallery items. Sorted by distance the gallery indices are
 # 1 (0.1), 3 (0.2), 2 (0.3), 0 (0.4), 5 (0.5), 4 (0.6), i.e. ranked pids [2, 2, 3, 1, 2, 1].
@@ -17,42 +18,22 @@ TOY_Q_PIDS = np.array([1])
 
 
 def reference_metrics(dist, q_pids, g_pids, ignore=None, max_rank=20, collapse=True):
-    """Plain per-query evaluation, written as AGW's eval_sysu loop (stable sort).
-
-    Returns (cmc, mean_ap, minp, num_queries), or None when no query has a valid match.
-    """
-    cmc_rows, aps, inps = [], [], []
-    for i in range(dist.shape[0]):
-        order = np.argsort(dist[i], kind="stable")
-        keep = np.ones(order.size, bool) if ignore is None else ~ignore[i][order]
-        ranked = g_pids[order][keep]
-        hits = ranked == q_pids[i]
-        if not hits.any():
-            continue
-        if collapse:
-            _, first_seen = np.unique(ranked, return_index=True)
-            listed = ranked[np.sort(first_seen)]
-        else:
-            listed = ranked
-        found = np.cumsum(listed == q_pids[i]) > 0
-        row = np.full(max_rank, found[-1], dtype=float)
-        n = min(max_rank, found.size)
-        row[:n] = found[:n]
-        cmc_rows.append(row)
-        positions = np.flatnonzero(hits)
-        aps.append(np.mean(np.arange(1, positions.size + 1) / (positions + 1)))
-        inps.append(positions.size / (positions[-1] + 1))
-    if not aps:
-        return None  # no valid query
-    return np.mean(cmc_rows, axis=0), float(np.mean(aps)), float(np.mean(inps)), len(aps)
+    """The library's readable per-query evaluation (:func:`evaluate_ranking_per_query`), as
+    ``(cmc, mean_ap, minp, num_queries)``, or None when no query has a valid match."""
+    try:
+        m = evaluate_ranking_per_query(dist, q_pids, g_pids, ignore=ignore, max_rank=max_rank, collapse_repeated_ids=collapse)
+    except ValueError:
+        return None
+    return m.cmc, m.mean_ap, m.minp, m.num_queries
 
 
-def test_toy_ranking_hand_worked():
+@pytest.mark.parametrize("evaluate", [evaluate_ranking, evaluate_ranking_per_query], ids=["engine", "per-query"])
+def test_toy_ranking_hand_worked(evaluate):
     # Ranked pids [2, 2, 3, 1, 2, 1]: true matches at ranks 4 and 6.
     # AP = (1/2) * (1/4 + 2/6) = 7/24; mINP = R / last rank = 2/6 = 1/3.
     # Uncollapsed CMC: first hit at rank 4. Collapsed list [2, 3, 1]: hit at rank 3.
-    collapsed = evaluate_ranking(TOY_DIST, TOY_Q_PIDS, TOY_G_PIDS, max_rank=6)
-    plain = evaluate_ranking(TOY_DIST, TOY_Q_PIDS, TOY_G_PIDS, max_rank=6, collapse_repeated_ids=False)
+    collapsed = evaluate(TOY_DIST, TOY_Q_PIDS, TOY_G_PIDS, max_rank=6)
+    plain = evaluate(TOY_DIST, TOY_Q_PIDS, TOY_G_PIDS, max_rank=6, collapse_repeated_ids=False)
     assert collapsed.mean_ap == pytest.approx(7 / 24, abs=1e-15)
     assert collapsed.minp == pytest.approx(1 / 3, abs=1e-15)
     np.testing.assert_array_equal(collapsed.cmc, [0, 0, 1, 1, 1, 1])

@@ -6,6 +6,8 @@ of the released code's semantics (Hua-XC/MSCMNet@5b5f874), never the module's ow
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -15,7 +17,7 @@ from torch import nn
 
 from common.data.augment import (CAJ_ERASE_FILL, IMAGENET_MEAN, IMAGENET_STD, adaptive_gray_mscmnet, brightness_jitter, channel_exchange,
                                   channel_t, imagenet_normalize, pad_crop_flip, random_erasing, random_grayscale)
-from common.config import RecipeConfig
+from stage2_fusion.methods import load_config
 from stage2_fusion.methods.mscmnet import (
     MIMB,
     STREAMS,
@@ -26,6 +28,9 @@ from stage2_fusion.methods.mscmnet import (
     mscmnet_loss,
     qct_loss,
 )
+
+#: The paper profile's mscmnet recipe (id_weight 1, ...), for the loss tests.
+RECIPE = load_config("paper").fusion.recipe("mscmnet")
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -111,7 +116,7 @@ def test_gradients_reach_all_four_stems_the_mimb_and_the_head(tiny_cfg):
     x = {s: torch.randn(4, 3, 32, 16) for s in STREAMS}
     labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])  # loop batch [vis; ir]
     is_ir = torch.arange(8) >= 4
-    mscmnet_loss(model(x), labels, is_ir, RecipeConfig())["total"].backward()
+    mscmnet_loss(model(x), labels, is_ir, RECIPE)["total"].backward()
     params = dict(model.named_parameters())
     names = [f"backbone.stems.{s}.conv1.weight" for s in STREAMS]
     names += [f"mimb.blocks.{i}.{p}" for i in range(4) for p in ("narrow.weight", "broad.weight", "attn.in_proj_weight",
@@ -339,14 +344,14 @@ def test_total_loss_by_hand():
     labels, is_ir = torch.tensor([0, 1, 0, 1]), torch.tensor([False, False, True, True])
     # CE: 6 rows log(1 + e^-2) = 0.126928, 2 rows log 2 = 0.693147 -> (0.761568 + 1.386294) / 8 = 0.268483
     # accuracy: argmax of [0, 0] is class 0, right for row 4, wrong for row 5 -> 7 / 8
-    out = mscmnet_loss(outputs, labels, is_ir, RecipeConfig())
+    out = mscmnet_loss(outputs, labels, is_ir, RECIPE)
     assert set(out) == {"id", "qct", "total", "acc"}
     assert out["id"].item() == pytest.approx(0.268483, abs=1e-5)
     assert out["qct"].item() == pytest.approx(1.125, abs=1e-5)
     assert out["total"].item() == pytest.approx(0.268483 + 1.125, abs=1e-5)
     assert out["acc"].item() == pytest.approx(0.875)
     # id_weight 2, qct_weight 0.5, margin 10: 2 * 0.268483 + 0.5 * 1.59375 = 1.333841
-    weighted = mscmnet_loss(outputs, labels, is_ir, RecipeConfig(id_weight=2.0), margin=10.0, qct_weight=0.5)
+    weighted = mscmnet_loss(outputs, labels, is_ir, dataclasses.replace(RECIPE, id_weight=2.0), margin=10.0, qct_weight=0.5)
     assert weighted["total"].item() == pytest.approx(1.333841, abs=1e-5)
 
 
@@ -356,13 +361,13 @@ def test_view_labels_are_vis_vis_ir_ir_from_the_loop_labels(tiny_cfg):
     labels = torch.tensor([3, 1, 0, 2])  # [vis; ir]
     view_labels = [3, 1, 3, 1, 0, 2, 0, 2]  # cat(label1, label1, label2, label2)
     out["logits"] = 10.0 * F.one_hot(torch.tensor(view_labels), 4).float()
-    losses = mscmnet_loss(out, labels, torch.tensor([False, False, True, True]), RecipeConfig())
+    losses = mscmnet_loss(out, labels, torch.tensor([False, False, True, True]), RECIPE)
     assert losses["acc"].item() == 1.0
     assert losses["id"].item() == pytest.approx(math.log(1 + 3 * math.exp(-10)), abs=1e-6)
     with pytest.raises(ValueError):
-        mscmnet_loss({k: v for k, v in out.items() if k != "source_row"}, labels, labels < 0, RecipeConfig())
+        mscmnet_loss({k: v for k, v in out.items() if k != "source_row"}, labels, labels < 0, RECIPE)
     with pytest.raises(ValueError):
-        mscmnet_loss(out, labels, torch.tensor([False, True]), RecipeConfig())
+        mscmnet_loss(out, labels, torch.tensor([False, True]), RECIPE)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -535,8 +540,8 @@ def test_the_registered_mscmnet_loss_takes_its_margin_and_weight_from_the_recipe
     labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
     is_ir = torch.arange(8) >= 4
     out = model(x)
-    recipe = RecipeConfig(triplet_margin=10.0, qct_weight=0.5)
-    got = METHODS["mscmnet"][1](out, labels, is_ir, recipe)["total"]
+    recipe = dataclasses.replace(RECIPE, triplet_margin=10.0, qct_weight=0.5)
+    got = METHODS["mscmnet"].loss(out, labels, is_ir, recipe)["total"]
     want = mscmnet_loss(out, labels, is_ir, recipe, margin=10.0, qct_weight=0.5)["total"]
     default = mscmnet_loss(out, labels, is_ir, recipe)["total"]  # margin 0.7, weight 1
     assert got.item() == pytest.approx(want.item(), abs=1e-6)

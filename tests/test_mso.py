@@ -9,7 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from common.config import dump_config, load_config
+from common.config import dump_config
+from stage2_fusion.methods import load_config
 from common.errors import UserError
 from pipelines.cli import app
 from stage2_fusion.methods import build_method

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from common.errors import UserError
 from stage2_fusion.optim import build_optimizer, lr_factor
 from stage2_fusion.train import build_for_training
 
 CPU = torch.device("cpu")
-SMALL_BODY = {"fusion": {"embed_dim": 16, "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0], "pretrained": "none"}}}
+SMALL_BODY = {"fusion": {"recipes": {"tsme": {"embed_dim": 16}}, "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0], "pretrained": "none"}}}
 
 
 def _lrs_by_epoch(method: str, profile: str = "paper", overrides=None) -> tuple[list[tuple[float, float]], object]:

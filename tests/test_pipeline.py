@@ -15,11 +15,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from common.errors import UserError
 from pipelines.cli import app
 from pipelines.data import load_splits
-from pipelines.run_all import run_all, stage_generate_pairs, stage_train_gan
+from pipelines.partners import PartnerKind
+from pipelines.run_all import run_all
+from pipelines.stages import partner_cache_stage as stage_generate_pairs
+from pipelines.stages import train_gan_stage as stage_train_gan
 from stage2_fusion.train import train_fusion
 from tests.conftest import TINY_OVERRIDES
 
@@ -134,7 +137,7 @@ def test_training_beats_the_untrained_network_on_demo(tmp_path_factory):
 
     root = make_demo(tmp_path_factory.mktemp("demo40") / "demo", 0, n_train=32, n_val=8, n_test=12)
     cfg = load_config("demo", overrides={
-        "fusion": {"embed_dim": 64, "backbone": {"base_width": 16, "pretrained": "none"},
+        "fusion": {"backbone": {"base_width": 16, "pretrained": "none"},
                    "recipes": {"agw": {"epochs": 12, "warmup_epochs": 1, "milestones": [10], "eval_every": 0, "backbone_lr_mult": 1.0}}},
         "eval": {"trials": 3},
     })
@@ -189,11 +192,12 @@ def test_cli_test_command_and_json(sysu_tree, tiny_cfg, tmp_path):
     assert (run_dir / "results-sysu-all-1shot-reranked.json").exists()
     res = runner.invoke(app, ["train-fusion", "--dataset", "sysu", "--data-root", str(sysu_tree), "--method", "tsme",
                               "--run-dir", str(tmp_path / "r2")])
-    assert res.exit_code != 0 and "--pairs" in str(res.exception)
+    assert res.exit_code != 0 and "--partners" in str(res.exception)
 
 
 def test_on_the_fly_partners_equal_the_cached_ones_and_train(sysu_tree, tiny_cfg, tmp_path):
-    from pipelines.run_all import stage_train_fusion
+    from pipelines.partners import PartnerSource
+    from pipelines.stages import train_reid_stage
     from stage1_dsgan.generate import load_generators, make_translator
 
     splits = load_splits(tiny_cfg, "sysu", sysu_tree)
@@ -204,9 +208,10 @@ def test_on_the_fly_partners_equal_the_cached_ones_and_train(sysu_tree, tiny_cfg
     images = torch.from_numpy(np.array(splits.train.images[np.sort(idx)]))
     on_the_fly = translate(images, torch.from_numpy(splits.train.is_ir[np.sort(idx)])).numpy()
     assert np.abs(on_the_fly.astype(int) - cache[np.sort(idx)].astype(int)).max() <= 1  # same generator, same input
-    reid = stage_train_fusion(tiny_cfg, "tsme", splits, None, tmp_path / "otf", CPU, on_the_fly_gan=gan)
+    reid = train_reid_stage(tiny_cfg, "tsme", splits, PartnerSource.on_the_fly(gan), tmp_path / "otf", CPU)
     state = torch.load(reid, weights_only=False)
-    assert state["pairs"] == "on-the-fly" and state["gan_checkpoint"] == str(gan)
+    assert state["partners"]["kind"] == "on-the-fly" and state["partners"]["generator"] == str(gan)
+    assert PartnerSource.from_record(state) == PartnerSource.on_the_fly(gan)
 
 
 def test_resumed_gan_training_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_path, monkeypatch):
@@ -288,16 +293,19 @@ def test_run_all_when_every_identity_has_fewer_infrared_images_than_k(tmp_path):
 
 
 def test_gray_partner_control_trains_and_tests_without_a_gan(sysu_tree, tiny_cfg, tmp_path):
-    from pipelines.partners import gray_partners
+    from common.data.images import to_grayscale_bt601
+    from pipelines.partners import gray_translate
 
     run_dir = tmp_path / "gray"
-    results = run_all(tiny_cfg, dataset="sysu", data_root=sysu_tree, run_dir=run_dir, device=CPU, method="tsme", partners="gray")
-    assert not (run_dir / "gan").exists() and not (run_dir / "pairs").exists()
+    results = run_all(tiny_cfg, dataset="sysu", data_root=sysu_tree, run_dir=run_dir, device=CPU, method="tsme", partners=PartnerKind.GRAY)
+    assert not (run_dir / "gan").exists() and not (run_dir / "partner_cache").exists()
     state = torch.load(run_dir / "fusion" / "reid.pt", weights_only=False)
-    assert state["pairs"] == "gray" and results["num_trials"] == 2
-    # the partner: BT.601 gray for visible images, the image itself for infrared ones
+    assert state["partners"]["kind"] == "gray" and results["num_trials"] == 2
+    # the partner: BT.601 gray for visible images (PIL's convert("L") values), the image itself for infrared ones
     images = torch.tensor([[[[255, 0, 0]]], [[[10, 20, 30]]]], dtype=torch.uint8)  # (2, 1, 1, 3)
-    out = gray_partners(images, torch.tensor([False, True]))
+    out = gray_translate(images, torch.tensor([False, True]))
+    many = torch.randint(0, 256, (64, 8, 4, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(gray_translate(many, torch.zeros(64, dtype=torch.bool)).numpy(), to_grayscale_bt601(many.numpy()))
     assert out[0, 0, 0].tolist() == [76, 76, 76]  # round(0.299 * 255) = 76
     assert out[1, 0, 0].tolist() == [10, 20, 30]
 

@@ -27,7 +27,7 @@ def _last_json(output: str) -> dict:
 @pytest.fixture(scope="module")
 def regdb_runs(tmp_path_factory):
     """AGW trained on RegDB splits 1 and 2 of the fixture tree (one model per split)."""
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from tests.conftest import TINY_OVERRIDES
 
     base = tmp_path_factory.mktemp("regdb-runs")
@@ -36,8 +36,8 @@ def regdb_runs(tmp_path_factory):
     runs = {}
     for trial in (1, 2):
         run_dir = base / f"split{trial}"
-        results = run_all(cfg, dataset="regdb", data_root=root, run_dir=run_dir, device=CPU, method="agw", trial=trial)
-        assert results["regdb_trial"] == trial
+        results = run_all(cfg, dataset="regdb", data_root=root, run_dir=run_dir, device=CPU, method="agw", split=trial)
+        assert results["split"] == trial
         runs[trial] = run_dir / "fusion" / "reid.pt"
     return root, runs
 
@@ -46,14 +46,14 @@ def test_regdb_test_combines_one_model_per_split(regdb_runs, tmp_path):
     root, runs = regdb_runs
     out = tmp_path / "regdb.json"
     res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root), "--direction", "i2v",
-                                   "--checkpoint", str(runs[1]), "--trial", "1",
-                                   "--checkpoint", str(runs[2]), "--trial", "2",
+                                   "--checkpoint", str(runs[1]), "--split", "1",
+                                   "--checkpoint", str(runs[2]), "--split", "2",
                                    "--json", "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     combined = _last_json(res.stdout)
     assert json.loads(out.read_text()) == combined
     assert combined["direction"] == "i2v" and combined["num_trials"] == 2
-    assert [s["regdb_trial"] for s in combined["splits"]] == [1, 2]
+    assert [s["split"] for s in combined["splits"]] == [1, 2]
     assert all(len(s["checkpoint_sha256"]) == 64 for s in combined["splits"])
     # i2v: every thermal test image of the split is a query
     assert combined["num_query"] == len(TRIAL_SPLITS[1][1]) * PER_ID
@@ -65,11 +65,11 @@ def test_regdb_test_combines_one_model_per_split(regdb_runs, tmp_path):
 def test_regdb_test_refuses_unpaired_checkpoints_and_trials(regdb_runs):
     root, runs = regdb_runs
     res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root),
-                                   "--checkpoint", str(runs[1]), "--checkpoint", str(runs[2]), "--trial", "1",
+                                   "--checkpoint", str(runs[1]), "--checkpoint", str(runs[2]), "--split", "1",
                                    "--device", "cpu"])
     # the app raises UserError; pipelines.cli.main turns it into one line and exit code 2
     assert isinstance(res.exception, UserError)
-    assert "one --trial per --checkpoint" in str(res.exception)
+    assert "one --split per --checkpoint" in str(res.exception)
 
 
 def test_regdb_test_takes_the_recorded_split_and_refuses_another(regdb_runs):
@@ -77,15 +77,22 @@ def test_regdb_test_takes_the_recorded_split_and_refuses_another(regdb_runs):
     res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root), "--checkpoint", str(runs[2]),
                                    "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert _last_json(res.stdout)["regdb_trial"] == 2  # from the checkpoint, no --trial given
+    assert _last_json(res.stdout)["split"] == 2  # from the checkpoint, no --split given
     res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root), "--checkpoint", str(runs[2]),
-                                   "--trial", "1", "--device", "cpu"])
+                                   "--split", "1", "--device", "cpu"])
     assert isinstance(res.exception, UserError)
-    assert "trained on RegDB split 2" in str(res.exception) and "--trial 2" in str(res.exception)
+    assert "trained on split 2" in str(res.exception) and "--split 2" in str(res.exception)
+    # the old flag still works for one release, with a one-line deprecation
+    res = CliRunner().invoke(app, ["test", "--dataset", "regdb", "--data-root", str(root), "--checkpoint", str(runs[2]),
+                                   "--trial", "2", "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert _last_json(res.stdout)["split"] == 2
+    warnings = [line for line in res.output.splitlines() if "deprecated" in line]
+    assert len(warnings) == 1 and "--trial" in warnings[0] and "--split" in warnings[0]
 
 
 def test_llcm_run_all_then_both_directions(tmp_path):
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from tests.conftest import TINY_OVERRIDES
 
     root = make_llcm_tree(tmp_path / "LLCM")

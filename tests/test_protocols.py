@@ -17,7 +17,7 @@ from common.evaluation.protocols import (
     SYSU_INDOOR_VISIBLE_CAMS,
     SYSU_VISIBLE_CAMS,
     ProtocolSpec,
-    collapse_ids_for,
+    Family,
     llcm_trials,
     protocol_trials,
     regdb_trials,
@@ -287,7 +287,7 @@ def test_official_protocol_through_the_dispatcher(tmp_path, mode):
     perm = write_perm_file(tmp_path / "rand_perm_cam.mat")
     pids, cams, numbers = official_split()
     is_ir = np.isin(cams, (3, 6))
-    spec = ProtocolSpec("demo", mode=mode, shots=10, protocol="official", perm_file=str(perm), num_trials=2)
+    spec = ProtocolSpec(Family.SYSU_MM01, mode=mode, shots=10, protocol="official", perm_file=str(perm), num_trials=2)
     trials = protocol_trials(spec, pids, cams, is_ir, numbers)
     assert [t.gallery.tolist() for t in trials] == [
         OFFICIAL_EXPECTED[(mode, 10, 0)], OFFICIAL_EXPECTED[(mode, 10, 1)]
@@ -404,9 +404,9 @@ def test_regdb_trial_membership_both_directions():
     assert v2i.index == 0 and v2i.ignore is None and i2v.ignore is None
     assert v2i.query.tolist() == [0, 2, 5] and v2i.gallery.tolist() == [1, 3, 4, 6]
     assert i2v.query.tolist() == [1, 3, 4, 6] and i2v.gallery.tolist() == [0, 2, 5]
-    assert collapse_ids_for("regdb") is False
+    assert Family.REGDB.collapses_ids is False
     # The dispatcher: one trial whatever num_trials says (one trained model per split).
-    trials = protocol_trials(ProtocolSpec("regdb", direction="v2i"), pids, pids * 0 + 1, is_ir)
+    trials = protocol_trials(ProtocolSpec(Family.REGDB, direction="v2i"), pids, pids * 0 + 1, is_ir)
     assert len(trials) == 1 and trials[0].query.tolist() == [0, 2, 5]
     with pytest.raises(ValueError, match="direction"):
         regdb_trials(pids, is_ir, direction="t2v")
@@ -474,7 +474,7 @@ def test_llcm_trials_draw_mask_and_directions(keep_global_random_state, directio
     again = llcm_trials(pids, cams, is_ir, direction=direction, num_trials=10)
     assert [t.gallery.tolist() for t in again] == [t.gallery.tolist() for t in trials]
     assert len({tuple(t.gallery.tolist()) for t in trials}) > 1
-    assert collapse_ids_for("llcm") is True
+    assert Family.LLCM.collapses_ids is True
 
 
 def test_llcm_mask_hand_worked():
@@ -495,14 +495,14 @@ def test_llcm_mask_hand_worked():
 def test_dispatcher_matches_the_protocol_functions(tmp_path):
     pids, cams, _ = tiny_split()
     is_ir = np.isin(cams, (3, 6))
-    for dataset in ("sysu", "demo"):
-        spec = ProtocolSpec(dataset, mode="indoor", shots=10, num_trials=3)
+    for title in ("", "demo (SYSU-MM01 protocol)"):
+        spec = ProtocolSpec(Family.SYSU_MM01, mode="indoor", shots=10, num_trials=3, title=title)
         got = protocol_trials(spec, pids, cams, is_ir)
         want = sysu_trials(pids, cams, mode="indoor", shots=10, num_trials=3)
         assert [t.gallery.tolist() for t in got] == [t.gallery.tolist() for t in want]
-        assert collapse_ids_for(dataset) is True
+        assert spec.family.collapses_ids is True
     lp, lc, lir, _ = llcm_split()
-    got = protocol_trials(ProtocolSpec("llcm", direction="v2i", num_trials=4), lp, lc, lir)
+    got = protocol_trials(ProtocolSpec(Family.LLCM, direction="v2i", num_trials=4), lp, lc, lir)
     want = llcm_trials(lp, lc, lir, direction="v2i", num_trials=4)
     assert [t.gallery.tolist() for t in got] == [t.gallery.tolist() for t in want]
 
@@ -510,20 +510,20 @@ def test_dispatcher_matches_the_protocol_functions(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"dataset": "market"}, "dataset must be one of"),
-        ({"dataset": "regdb", "protocol": "official", "perm_file": "p.mat"}, "SYSU-MM01 only, not RegDB"),
-        ({"dataset": "llcm", "protocol": "official"}, "SYSU-MM01 only, not LLCM"),
-        ({"dataset": "llcm", "shots": 10}, "shots must be 1"),
-        ({"dataset": "regdb", "mode": "indoor"}, "SYSU-MM01 only"),
-        ({"dataset": "llcm", "direction": "t2v"}, "direction must be one of"),
-        ({"dataset": "sysu", "direction": "v2i"}, "SYSU-MM01 queries are infrared"),
-        ({"dataset": "sysu", "shots": 5}, "1 \\(single-shot\\) or 10"),
-        ({"dataset": "sysu", "protocol": "official"}, "needs perm_file"),
-        ({"dataset": "sysu", "perm_file": "p.mat"}, "protocol='official' only"),
-        ({"dataset": "sysu", "protocol": "agw"}, "protocol must be one of"),
-        ({"dataset": "sysu", "mode": "outdoor"}, "mode must be one of"),
-        ({"dataset": "llcm", "num_trials": 0}, "num_trials"),
-        ({"dataset": "demo", "shots": True}, "shots"),
+        ({"family": "market"}, "family must be a protocols.Family"),
+        ({"family": Family.REGDB, "protocol": "official", "perm_file": "p.mat"}, "SYSU-MM01 only, not RegDB"),
+        ({"family": Family.LLCM, "protocol": "official"}, "SYSU-MM01 only, not LLCM"),
+        ({"family": Family.LLCM, "shots": 10}, "shots must be 1"),
+        ({"family": Family.REGDB, "mode": "indoor"}, "SYSU-MM01 only"),
+        ({"family": Family.LLCM, "direction": "t2v"}, "direction must be one of"),
+        ({"family": Family.SYSU_MM01, "direction": "v2i"}, "SYSU-MM01 queries are infrared"),
+        ({"family": Family.SYSU_MM01, "shots": 5}, "1 \\(single-shot\\) or 10"),
+        ({"family": Family.SYSU_MM01, "protocol": "official"}, "needs perm_file"),
+        ({"family": Family.SYSU_MM01, "perm_file": "p.mat"}, "protocol='official' only"),
+        ({"family": Family.SYSU_MM01, "protocol": "agw"}, "protocol must be one of"),
+        ({"family": Family.SYSU_MM01, "mode": "outdoor"}, "mode must be one of"),
+        ({"family": Family.LLCM, "num_trials": 0}, "num_trials"),
+        ({"family": Family.SYSU_MM01, "shots": True}, "shots"),
     ],
 )
 def test_invalid_protocol_specs_raise_one_line_value_errors(kwargs, message):
@@ -537,21 +537,19 @@ def test_dispatcher_and_collapse_argument_errors():
     with pytest.raises(ValueError, match="ProtocolSpec"):
         protocol_trials("sysu", pids, cams, np.isin(cams, (3, 6)))
     with pytest.raises(ValueError, match="is_ir"):
-        protocol_trials(ProtocolSpec("sysu"), pids, cams, np.isin(cams, (3, 6)).astype(int))
+        protocol_trials(ProtocolSpec(Family.SYSU_MM01), pids, cams, np.isin(cams, (3, 6)).astype(int))
     with pytest.raises(ValueError, match="is_ir"):
-        protocol_trials(ProtocolSpec("sysu"), pids, cams, np.zeros(3, bool))
-    with pytest.raises(ValueError, match="dataset"):
-        collapse_ids_for("market")
+        protocol_trials(ProtocolSpec(Family.SYSU_MM01), pids, cams, np.zeros(3, bool))
 
 
 @pytest.mark.parametrize(
     "spec, text",
     [
-        (ProtocolSpec("sysu"), "SYSU-MM01 all-search single-shot, 10 trials (AGW random gallery), infrared query -> visible gallery"),
-        (ProtocolSpec("sysu", mode="indoor", shots=10, protocol="official", perm_file="x/rand_perm_cam.mat"),
+        (ProtocolSpec(Family.SYSU_MM01), "SYSU-MM01 all-search single-shot, 10 trials (AGW random gallery), infrared query -> visible gallery"),
+        (ProtocolSpec(Family.SYSU_MM01, mode="indoor", shots=10, protocol="official", perm_file="x/rand_perm_cam.mat"),
          "SYSU-MM01 indoor-search multi-shot (10 images), 10 trials (official rand_perm_cam.mat gallery), infrared query -> visible gallery"),
-        (ProtocolSpec("regdb", direction="v2i"), "RegDB, 1 trial (whole test split, no removal), visible query -> infrared gallery"),
-        (ProtocolSpec("llcm", num_trials=1), "LLCM, 1 trial (random gallery: 1 image per identity and camera, same-identity same-camera removal), infrared query -> visible gallery"),
+        (ProtocolSpec(Family.REGDB, direction="v2i"), "RegDB, 1 trial (whole test split, no removal), visible query -> infrared gallery"),
+        (ProtocolSpec(Family.LLCM, num_trials=1), "LLCM, 1 trial (random gallery: 1 image per identity and camera, same-identity same-camera removal), infrared query -> visible gallery"),
     ],
 )
 def test_describe(spec, text):

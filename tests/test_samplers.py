@@ -119,7 +119,7 @@ def test_with_replacement_repeats_images_and_without_never_does():
 
 def test_recipes_choose_replacement_as_the_papers():
     from common.data.array_cache import ArraySplit
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from stage2_fusion.train import build_sampler
 
     pids, is_ir = _split([6] * 8, [6] * 8)
@@ -135,7 +135,7 @@ def test_recipes_choose_replacement_as_the_papers():
 
 def test_mscmnet_and_glmn_batches():
     from common.data.array_cache import ArraySplit
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from stage2_fusion.train import build_sampler
 
     pids, is_ir = _split([5] * 10, [5] * 10)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from common.errors import UserError
 from pipelines.data import load_splits
-from pipelines.run_all import stage_generate_pairs, stage_train_gan
+from pipelines.stages import partner_cache_stage as stage_generate_pairs, train_gan_stage as stage_train_gan
 from stage1_dsgan.select import SelectionSet, held_out_indices, score_generators
 from tests.conftest import TINY_OVERRIDES
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from stage2_fusion.backbone import AGWBackbone, build_backbone
 from stage2_fusion.fusion import modality_gate, pwif, stripes
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock

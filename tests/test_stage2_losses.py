@@ -56,7 +56,7 @@ def test_identity_loss_by_hand():
 
 
 def test_agw_loss_is_id_on_logits_plus_wrt_on_the_pre_bn_feature():
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from stage2_fusion.methods.agw import agw_loss
 
     recipe = load_config("paper").fusion.recipe("agw")  # id 1, wrt 1, no hetero-centre term
@@ -74,7 +74,7 @@ def test_agw_loss_is_id_on_logits_plus_wrt_on_the_pre_bn_feature():
 
 
 def test_tsme_loss_sums_heads_of_id_plus_half_hetero_centre_on_normalised_embeddings():
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from stage2_fusion.methods.tsme import tsme_loss
 
     recipe = load_config("paper").fusion.recipe("tsme")  # id 1, hc 0.5, no WRT
@@ -111,7 +111,7 @@ def test_wrt_counts_ties_as_correct_and_stays_finite_at_large_distances():
 def test_agw_loss_adds_the_hetero_centre_term_on_the_l2_normalised_post_bn_feature():
     import dataclasses
 
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from stage2_fusion.methods.agw import agw_loss
 
     recipe = dataclasses.replace(load_config("paper").fusion.recipe("agw"), hc_weight=0.5)
@@ -128,7 +128,7 @@ def test_agw_loss_adds_the_hetero_centre_term_on_the_l2_normalised_post_bn_featu
 def test_tsme_loss_adds_the_edge_loss_and_wrt_when_the_recipe_asks_and_reports_head_one_accuracy():
     import dataclasses
 
-    from common.config import load_config
+    from stage2_fusion.methods import load_config
     from stage2_fusion.methods.tsme import tsme_loss
 
     recipe = dataclasses.replace(load_config("paper").fusion.recipe("tsme"), hc_weight=0.0, wrt_weight=2.0, pef_weight=3.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common.demo import standin
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from common.errors import UserError
 from tests.conftest import TINY_OVERRIDES, TINY_PRETRAIN, make_sysu_tree
 
@@ -51,13 +51,12 @@ def test_cache_key_follows_every_input(tmp_path, monkeypatch):
     never loaded for a new recipe."""
     import dataclasses
 
-    from common.config import PretrainConfig
     from common.demo import writing
 
     spec = standin.StandinSpec("resnet", (32, 16), (1, 1, 1, 1), 8)
-    recipe = PretrainConfig()
+    recipe = load_config("demo").pretrain
     base = standin.standin_path(spec, recipe, tmp_path)
-    assert base == standin.standin_path(standin.StandinSpec("resnet", (32, 16), (1, 1, 1, 1), 8), PretrainConfig(), tmp_path)
+    assert base == standin.standin_path(standin.StandinSpec("resnet", (32, 16), (1, 1, 1, 1), 8), load_config("demo").pretrain, tmp_path)
     assert base.parent == tmp_path and base.suffix == ".pth"
     others = [standin.standin_path(dataclasses.replace(spec, base_width=16), recipe, tmp_path),
               standin.standin_path(dataclasses.replace(spec, size=(64, 32)), recipe, tmp_path),

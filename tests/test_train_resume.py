@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from stage2_fusion.train import build_for_training, restore_training_state
 
 CPU = torch.device("cpu")
-TINY = {"fusion": {"embed_dim": 16, "backbone": {"pretrained": "none", "layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0]},
+TINY = {"fusion": {"backbone": {"pretrained": "none", "layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 1, 1, 0]},
                    "recipes": {"agw": {"warmup_epochs": 3, "milestones": [4]}}}}
 
 

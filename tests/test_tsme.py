@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.config import load_config
+from stage2_fusion.methods import load_config
 from stage2_fusion.fusion import modality_gate
 from stage2_fusion.methods.tsme import TSMENet
 
-TINY = {"fusion": {"embed_dim": 16, "tsme_streams": "agw",  # paper layout: test_paper_streams_are_four_independent_resnets...
+TINY = {"fusion": {"recipes": {"tsme": {"embed_dim": 16, "streams": "agw"}},  # paper layout: test_paper_streams_are_four_independent_resnets...
                    "backbone": {"layers": [1, 1, 1, 1], "base_width": 8, "nonlocal_blocks": [0, 0, 0, 0], "pretrained": "none"}}}
 
 
@@ -97,7 +97,7 @@ def test_paper_descriptor_is_3072_d():
 
 
 def test_paper_streams_are_four_independent_resnets_without_non_local_blocks():
-    cfg = load_config("demo", overrides={**TINY, "fusion": {**TINY["fusion"], "tsme_streams": "paper",
+    cfg = load_config("demo", overrides={**TINY, "fusion": {"recipes": {"tsme": {"embed_dim": 16, "streams": "paper"}},
                                                              "backbone": {**TINY["fusion"]["backbone"], "nonlocal_blocks": [0, 1, 1, 0]}}})
     model = TSMENet(cfg, num_classes=5).eval()
     nets = [model.real.nets["vis"], model.real.nets["ir"], model.generated.nets["vis"], model.generated.nets["ir"]]
@@ -118,7 +118,8 @@ def test_paper_streams_are_four_independent_resnets_without_non_local_blocks():
 
 
 def test_ablations_without_gate_and_without_iai_heads():
-    nogate = TSMENet(load_config("demo", overrides={"fusion": {**TINY["fusion"], "tsme_gate": False}}), num_classes=5).eval()
+    nogate = TSMENet(load_config("demo", overrides={"fusion": {**TINY["fusion"], "recipes": {"tsme": {**TINY["fusion"]["recipes"]["tsme"], "gate": False}}}}),
+                     num_classes=5).eval()
     seen = {}
     hooks = [_capture(nogate.real.layer4[-1], seen, "l4"), _capture(nogate.real, seen, "out"),
              _capture(nogate.real.layer3[-1], seen, "l3"), _capture(nogate.real.layer4[0], seen, "l4_in", inputs=True)]
@@ -127,7 +128,8 @@ def test_ablations_without_gate_and_without_iai_heads():
     for h in hooks:
         h.remove()
     assert torch.equal(seen["out"], seen["l4"]) and torch.equal(seen["l4_in"], seen["l3"])
-    noiai = TSMENet(load_config("demo", overrides={"fusion": {**TINY["fusion"], "tsme_iai": False}}), num_classes=5).eval()
+    noiai = TSMENet(load_config("demo", overrides={"fusion": {**TINY["fusion"], "recipes": {"tsme": {**TINY["fusion"]["recipes"]["tsme"], "iai": False}}}}),
+                    num_classes=5).eval()
     with torch.no_grad():
         out = noiai(*_inputs())
     assert out["embeddings"].shape == (6, 4, 16)  # the 6 fused heads only

@@ -27,11 +27,15 @@ for ChannelAdapGray, a function of its own name) citing its source:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import kornia
 import kornia.augmentation as KA
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.config import Recipe, probability
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,6 +78,30 @@ def to_gan_domain(x: torch.Tensor) -> torch.Tensor:
 def from_gan_domain(y: torch.Tensor) -> torch.Tensor:
     """Generator output (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), 0-255, on CPU."""
     return y.float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+@dataclass(frozen=True)
+class ColourRecipe(Recipe):
+    """The recipe keys of the common augmentation's colour options, for the methods that
+    offer them (AGW, MSO, TSME extend it).
+
+    Attributes:
+        channel_aug: CAJ's channel exchange on half of the visible images (Ye et al., ICCV
+            2021; :func:`channel_exchange`, p 0.5; not in AGW's, MSO's or TSME's recipe: false).
+        gray_mix_p: ours: probability that a visible image becomes a random grey projection
+            (:func:`random_gray_mix`; 0 in both profiles).
+    """
+
+    channel_aug: bool
+    gray_mix_p: float = probability()
+
+
+def common_augment(size: tuple[int, int], recipe: Recipe) -> "ReidTrainAugment":
+    """The common batched augmentation of a recipe: the shared geometric keys (``pad``,
+    ``flip_p``, ``erasing_p``) and, for a :class:`ColourRecipe`, its colour options."""
+    colour = isinstance(recipe, ColourRecipe)
+    return ReidTrainAugment(size, recipe.pad, recipe.flip_p, recipe.erasing_p, recipe.channel_aug if colour else False,
+                            recipe.gray_mix_p if colour else 0.0)
 
 
 class ReidTrainAugment(nn.Module):

@@ -7,9 +7,10 @@ that and never looks at the layout again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,64 @@ class Sample:
     pid: int
     cam: int
     modality: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the pipeline needs to know of one dataset; each dataset file ends with
+    ``SPEC = DatasetSpec(...)`` and :data:`common.datasets.DATASETS` lists them. Nothing
+    outside a dataset's file compares its name: code asks its spec.
+
+    Attributes:
+        name: ``--dataset`` name, recorded in indexes, caches and results.
+        title: how results and protocol lines name it ("SYSU-MM01", "demo (SYSU-MM01 protocol)").
+        read: ``read(root, split) -> DatasetIndex`` (``split``: which published train/test
+            split, 1-based; datasets with one split ignore it).
+        protocol: its test protocol family (:class:`common.evaluation.protocols.Family`),
+            or None for a dataset without a re-ID test (aligned pairs, scored by ``eval-gan``).
+        splits: how many published train/test splits it has; above 1 (RegDB's 10), one
+            model is trained per split and results are pooled over the splits' models.
+        aligned: its training images come in pixel-aligned visible/infrared pairs (stage 1
+            trains on them unpaired; ``eval-gan`` scores the held-out ones).
+        default_root: ``default_root(cfg, data_root or None) -> Path``, the folder to read,
+            made when missing (the demo generates itself, by default into ``data/demo-v<n>``),
+            or None: ``--data-root`` is required.
+        aligned_twins: ``aligned_twins(root, samples) -> [(visible image, its infrared twin)]``
+            for a dataset that renders every visible image's infrared twin (the demo:
+            ground truth for ``eval-gan``), or None.
+    """
+
+    name: str
+    title: str
+    read: Callable[[Path, int], "DatasetIndex"]
+    protocol: Any = None
+    splits: int = 1
+    aligned: bool = False
+    default_root: Callable[[Any, Path | None], Path] | None = None
+    aligned_twins: Callable[[Path, list], list[tuple[Path, Path]]] | None = None
+
+    @property
+    def has_test(self) -> bool:
+        """Whether it has a re-ID test protocol."""
+        return self.protocol is not None
+
+    def tag(self, split: int) -> str:
+        """The name of one split's data in caches and run directories (``regdb-t3``; the
+        name alone for a dataset with one split)."""
+        return f"{self.name}-t{split}" if self.splits > 1 else self.name
+
+    def check_split(self, split: int) -> int:
+        """``split`` as an int in 1..splits.
+
+        Raises:
+            UserError: outside that range.
+        """
+        if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= self.splits:
+            if self.splits == 1:
+                raise UserError(f"{self.title} has one train/test split; --split {split} does not exist (leave it at 1)")
+            raise UserError(f"{self.title} split {split!r} is outside 1..{self.splits}; the published splits are numbered 1 to "
+                            f"{self.splits} (--split)")
+        return split
 
 
 @dataclass(frozen=True)

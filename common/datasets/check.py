@@ -8,7 +8,7 @@ The query/gallery rules follow the reference code of each dataset:
   (``all``) or 1, 2 (``indoor``), from which each trial draws one image per (identity,
   camera) (see :mod:`common.evaluation.protocols`; AGW ``data_manager.py`` ``process_query_sysu``,
   ``process_gallery_sysu``).
-* RegDB (direction ``v2i`` | ``i2v``, trial 1..10): ``v2i`` query = the trial's visible test
+* RegDB (direction ``v2i`` | ``i2v``, split 1..10): ``v2i`` query = the split's visible test
   images, gallery = all its thermal test images (no sampling); ``i2v`` the reverse (AGW
   ``test.py``, ``--tvsearch``).
 * LLCM (direction ``v2i`` | ``i2v``): ``v2i`` query = every visible test image, gallery
@@ -25,12 +25,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.datasets import DATASETS, load_dataset
+from common.datasets import dataset_spec, load_dataset
 from common.datasets.base import IR, VIS, DatasetIndex, Sample
 from common.errors import UserError
-from common.evaluation.protocols import SYSU_INFRARED_CAMS, SYSU_MODES
+from common.evaluation.protocols import DIRECTIONS, SYSU_INFRARED_CAMS, SYSU_MODES, Family
 
-DIRECTIONS = ("v2i", "i2v")
 POOL_NOTE = "candidate pool before per-trial sampling"
 _WORDS = {VIS: "visible", IR: "infrared"}
 
@@ -63,14 +62,14 @@ def _of(samples: list[Sample], modality: str, cams: tuple[int, ...] | None = Non
     return [s for s in samples if s.modality == modality and (cams is None or s.cam in cams)]
 
 
-def check_dataset(name: str, root: Path, *, trial: int = 1, mode: str = "all", direction: str = "v2i") -> dict:
+def check_dataset(name: str, root: Path, *, split: int = 1, mode: str = "all", direction: str = "v2i") -> dict:
     """Read ``name`` at ``root``, verify that every listed image exists, and summarise it.
 
     Args:
         name: a registry name (:data:`common.datasets.DATASETS`).
         root: the dataset folder.
-        trial: RegDB split 1..10 (ignored by the other datasets).
-        mode: SYSU-MM01/demo search mode, ``"all"`` or ``"indoor"``.
+        split: which published train/test split (RegDB 1..10; ignored by the others).
+        mode: SYSU-MM01-protocol search mode, ``"all"`` or ``"indoor"``.
         direction: RegDB/LLCM search direction, ``"v2i"`` (visible query) or ``"i2v"``.
 
     Returns:
@@ -78,45 +77,38 @@ def check_dataset(name: str, root: Path, *, trial: int = 1, mode: str = "all", d
         "infrared": {...}}, "query": {...}, "gallery": {...}, "protocol": {...}}``, where
         each count block holds ``ids``, ``images`` and ``cams`` (sorted list), query and
         gallery add ``modality`` and a sampled gallery pool adds ``note``; ``protocol`` is
-        ``{"mode": mode}`` (SYSU-MM01, demo), ``{"direction": d, "trial": t}`` (RegDB) or
-        ``{"direction": d}`` (LLCM). For ``pairs``: ``{"dataset", "root", "train":
-        {"pairs", "images"}, "held_out": {"pairs", "images"}}``.
+        ``{"mode": mode}`` (SYSU-MM01 protocol), ``{"direction": d, "split": s}`` (a dataset
+        of several splits: RegDB) or ``{"direction": d}`` (LLCM). For an aligned dataset:
+        ``{"dataset", "root", "train": {"pairs", "images"}, "held_out": {"pairs", "images"}}``.
 
     Raises:
         UserError: unknown dataset, mode or direction; any layout problem the reader
             reports; the first listed image file that does not exist.
     """
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    spec = dataset_spec(name)
     if mode not in SYSU_MODES:
         raise UserError(f"unknown search mode '{mode}'; use one of: {', '.join(SYSU_MODES)}")
     if direction not in DIRECTIONS:
         raise UserError(f"unknown search direction '{direction}'; use v2i (visible query) or i2v (infrared query)")
-    index = load_dataset(name, Path(root), trial=trial)
+    index = load_dataset(name, Path(root), split=split)
     _check_files(index)
     summary: dict = {"dataset": name, "root": str(Path(index.root).resolve())}
-    if name == "pairs":
+    if not spec.has_test:  # aligned pairs: training pairs and held-out pairs
         n_train, n_held = len(index.extra["train_pairs"]), len(index.extra["test_pairs"])
         summary["train"] = {"pairs": n_train, "images": 2 * n_train}
         summary["held_out"] = {"pairs": n_held, "images": 2 * n_held}
         return summary
     summary["train"] = {"visible": _stats(_of(index.train, VIS)), "infrared": _stats(_of(index.train, IR))}
     test = index.test
-    if name in ("sysu", "demo"):
+    if spec.protocol is Family.SYSU_MM01:
         summary["query"] = _side(_of(test, IR, SYSU_INFRARED_CAMS), IR)
         summary["gallery"] = _side(_of(test, VIS, SYSU_MODES[mode]), VIS, note=POOL_NOTE)
         summary["protocol"] = {"mode": mode}
         return summary
     q_mod, g_mod = (VIS, IR) if direction == "v2i" else (IR, VIS)
-    if name == "regdb":
-        summary["query"] = _side(_of(test, q_mod), q_mod)
-        summary["gallery"] = _side(_of(test, g_mod), g_mod)
-        summary["protocol"] = {"direction": direction, "trial": index.extra["trial"]}
-        return summary
-    # llcm
     summary["query"] = _side(_of(test, q_mod), q_mod)
-    summary["gallery"] = _side(_of(test, g_mod), g_mod, note=POOL_NOTE)
-    summary["protocol"] = {"direction": direction}
+    summary["gallery"] = _side(_of(test, g_mod), g_mod, note=POOL_NOTE if spec.protocol.samples_gallery else None)
+    summary["protocol"] = {"direction": direction, **({"split": split} if spec.splits > 1 else {})}
     return summary
 
 
@@ -129,7 +121,7 @@ def format_check(summary: dict) -> str:
     modality (``split  modality  ids  images  cameras``), headed by dataset and root and
     followed by the protocol."""
     lines = [f"{summary['dataset']}  {summary['root']}"]
-    if "held_out" in summary:  # pairs
+    if "held_out" in summary:  # aligned pairs
         header, align = ("split", "pairs", "images"), "<>>"
         rows = [(split, str(summary[split]["pairs"]), str(summary[split]["images"])) for split in ("train", "held_out")]
         notes = ["", ""]

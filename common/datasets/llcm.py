@@ -44,8 +44,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common.datasets.base import IR, VIS, DatasetIndex, Sample, read_image_list
+from common.datasets.base import IR, VIS, DatasetIndex, DatasetSpec, Sample, read_image_list
 from common.errors import UserError
+from common.evaluation.protocols import Family
 
 CAMERAS = tuple(range(1, 10))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -189,3 +190,11 @@ def read_llcm(root: Path) -> DatasetIndex:
     return DatasetIndex(
         "llcm", root, train, test, visible_cams, infrared_cams, extra={"test_ids": tuple(sorted(set(test_ids)))}
     )
+
+
+SPEC = DatasetSpec(
+    name="llcm",
+    title="LLCM",
+    read=lambda root, split: read_llcm(root),
+    protocol=Family.LLCM,
+)

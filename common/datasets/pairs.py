@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.datasets.base import IR, VIS, DatasetIndex, Sample
+from common.datasets.base import IR, VIS, DatasetIndex, DatasetSpec, Sample
 from common.errors import UserError
 
 HELD_OUT_FRACTION = 0.18
@@ -81,3 +81,11 @@ def read_pairs(root: Path) -> DatasetIndex:
         "pairs", Path(root), _as_samples(train_pairs), _as_samples(test_pairs), (1,), (2,),
         extra={"train_pairs": train_pairs, "test_pairs": test_pairs},
     )
+
+
+SPEC = DatasetSpec(
+    name="pairs",
+    title="aligned pairs",
+    read=lambda root, split: read_pairs(root),
+    aligned=True,
+)

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.datasets.base import IR, VIS, DatasetIndex, Sample, read_image_list
+from common.datasets.base import IR, VIS, DatasetIndex, DatasetSpec, Sample, read_image_list
 from common.errors import UserError
+from common.evaluation.protocols import Family
 
 TRIALS = tuple(range(1, 11))
 VISIBLE_CAM = 1
@@ -55,7 +56,7 @@ _LINE_FORMAT = "'<image path> <integer label>' like 'Visible/1/male_front_v_0000
 
 def _check_trial(trial: object) -> int:
     if isinstance(trial, bool) or not isinstance(trial, int) or trial not in TRIALS:
-        raise UserError(f"RegDB trial {trial!r} is outside 1..10; the idx lists are numbered 1 to 10 (--trial)")
+        raise UserError(f"RegDB split {trial!r} is outside 1..10; the idx lists are numbered 1 to 10 (--split)")
     return trial
 
 
@@ -124,3 +125,12 @@ def read_regdb(root: Path, trial: int = 1) -> DatasetIndex:
             f"of trial {trial}; restore the original idx lists"
         )
     return DatasetIndex("regdb", root, train, test, (VISIBLE_CAM,), (THERMAL_CAM,), extra={"trial": trial})
+
+
+SPEC = DatasetSpec(
+    name="regdb",
+    title="RegDB",
+    read=lambda root, split: read_regdb(root, trial=split),
+    protocol=Family.REGDB,
+    splits=len(TRIALS),  # ten published splits, one trained model each (AGW and the papers report their mean)
+)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.datasets.base import IR, VIS, DatasetIndex, Sample
+from common.datasets.base import IR, VIS, DatasetIndex, DatasetSpec, Sample
 from common.errors import UserError
+from common.evaluation.protocols import Family
 
 VISIBLE_CAMS = (1, 2, 4, 5)
 INFRARED_CAMS = (3, 6)
@@ -59,12 +60,12 @@ def _samples(root: Path, ids: list[int]) -> list[Sample]:
     return samples
 
 
-def read_sysu(root: Path, name: str = "sysu") -> DatasetIndex:
+def read_sysu(root: Path, name: str) -> DatasetIndex:
     """Read a SYSU-MM01 (or demo) copy.
 
     Args:
         root: the dataset folder holding ``cam1``..``cam6`` and ``exp/``.
-        name: registry name to record (``"sysu"`` or ``"demo"``).
+        name: registry name to record (this file's or the demo's, which is written in this layout).
 
     Returns:
         :class:`DatasetIndex` with train = train + val ids, test = test ids, samples sorted
@@ -103,3 +104,11 @@ def read_sysu(root: Path, name: str = "sysu") -> DatasetIndex:
             if not any(s.modality == modality for s in samples):
                 raise UserError(f"{root}: the {split} ids have no {label} images; check cam folders and exp/ id lists")
     return DatasetIndex(name, root, train, test, VISIBLE_CAMS, INFRARED_CAMS)
+
+
+SPEC = DatasetSpec(
+    name="sysu",
+    title="SYSU-MM01",
+    read=lambda root, split: read_sysu(root, name="sysu"),
+    protocol=Family.SYSU_MM01,
+)

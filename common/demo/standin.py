@@ -66,10 +66,8 @@ from common.errors import UserError
 from common.nets.resnet import Stem, init_resnet_, make_layers, stage_channels
 from common.runlog import info, progress_bar
 from common.nets.vgg import vgg16_feature_layers
+from common.weights import Weights, WeightsKind
 
-STANDIN = "demo-standin"
-"""Config value (``gan.pretrained``, ``fusion.backbone.pretrained``, ``fusion.vgg16``) naming
-the stand-in; :func:`resolve_standins` replaces it with the built file's path."""
 RENDER_SIZE = (128, 64)  # the demo's image files; resized to the network's input as the array cache does
 RECIPE_VERSION = 1  # bump when the training code changes what it makes (the optimiser is keyed per network)
 
@@ -327,12 +325,12 @@ def needed_specs(cfg, *, gan: bool, fusion: bool, vgg16: bool) -> dict[str, Stan
     and asked for)."""
     size = (cfg.data.height, cfg.data.width)
     specs: dict[str, StandinSpec] = {}
-    if gan and cfg.gan.pretrained == STANDIN:
+    if gan and cfg.gan.pretrained.kind is WeightsKind.STANDIN:
         specs["gan.pretrained"] = StandinSpec("resnet", size, tuple(cfg.gan.encoder_layers), cfg.gan.base_width)
     bb = cfg.fusion.backbone
-    if fusion and bb.pretrained == STANDIN:
+    if fusion and bb.pretrained.kind is WeightsKind.STANDIN:
         specs["fusion.backbone.pretrained"] = StandinSpec("resnet", size, tuple(bb.layers), bb.base_width)
-    if vgg16 and cfg.fusion.vgg16 == STANDIN:
+    if vgg16 and cfg.fusion.vgg16.kind is WeightsKind.STANDIN:
         if 64 % bb.base_width:
             raise UserError(f"the VGG16 stand-in needs a stem width dividing 64, not fusion.backbone.base_width = {bb.base_width}")
         vgg_size = tuple(max(16, int(round(s * cfg.pretrain.vgg_scale / 16)) * 16) for s in size)
@@ -375,11 +373,11 @@ def resolve_standins(cfg, device: torch.device, *, gan: bool = True, fusion: boo
         return cfg
     g, f = cfg.gan, cfg.fusion
     if "gan.pretrained" in paths:
-        g = dataclasses.replace(g, pretrained=str(paths["gan.pretrained"]))
+        g = dataclasses.replace(g, pretrained=Weights(str(paths["gan.pretrained"])))
     if "fusion.backbone.pretrained" in paths:
-        f = dataclasses.replace(f, backbone=dataclasses.replace(f.backbone, pretrained=str(paths["fusion.backbone.pretrained"])))
+        f = dataclasses.replace(f, backbone=dataclasses.replace(f.backbone, pretrained=Weights(str(paths["fusion.backbone.pretrained"]))))
     if "fusion.vgg16" in paths:
-        f = dataclasses.replace(f, vgg16=str(paths["fusion.vgg16"]))
+        f = dataclasses.replace(f, vgg16=Weights(str(paths["fusion.vgg16"])))
     return dataclasses.replace(cfg, gan=g, fusion=f)
 
 
@@ -391,7 +389,7 @@ def describe_weights(cfg) -> dict[str, dict[str, str] | str]:
     out: dict[str, dict[str, str] | str] = {}
     for key, value in (("gan.pretrained", cfg.gan.pretrained), ("fusion.backbone.pretrained", cfg.fusion.backbone.pretrained),
                        ("fusion.vgg16", cfg.fusion.vgg16)):
-        path = Path(value) if value not in ("", "none", "imagenet", "required", STANDIN) else None
+        path = value.path
         if path is not None and path.is_file():
             record = path.with_suffix(".json")
             extra = {}
@@ -400,5 +398,5 @@ def describe_weights(cfg) -> dict[str, dict[str, str] | str]:
                 extra = {"stand_in": True, "held_out_top1": made.get("held_out_top1")}
             out[key] = {"path": str(path), "sha256": file_sha256(path), **extra}
         else:
-            out[key] = value or "none"
+            out[key] = str(value) or "none"
     return out

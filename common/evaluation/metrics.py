@@ -269,6 +269,63 @@ def evaluate_ranking(
     )
 
 
+def evaluate_ranking_per_query(
+    dist: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    *,
+    ignore: np.ndarray | None = None,
+    max_rank: int = 20,
+    collapse_repeated_ids: bool = True,
+) -> RankingMetrics:
+    """The readable reference of :func:`evaluate_ranking`: the same metrics, one query at a
+    time, written as the evaluation loops of the papers' code read (AGW's ``eval_sysu`` /
+    ``eval_regdb``, mangye16/Cross-Modal-Re-ID-baseline:eval_metrics.py).
+
+    For each query: sort the gallery by distance (stable: ties keep gallery order, as
+    :func:`evaluate_ranking`), drop the items ``ignore`` removes, and skip the query when no
+    true match is left; the CMC row is whether a true match appears in the first k of the
+    list (after collapsing repeated identities, first occurrence kept, when
+    ``collapse_repeated_ids``); AP is the mean precision at the ranks of the true matches,
+    INP the number of true matches over the rank of the last one. Everything is averaged
+    over the queries kept. O(Q G log G) Python-level work: for tests and small checks;
+    :func:`evaluate_ranking` is the engine (``tests/test_metrics.py`` checks that both agree).
+
+    Arguments, return value and raised errors: as :func:`evaluate_ranking`.
+    """
+    dist = np.asarray(dist)
+    if dist.ndim != 2:
+        raise ValueError(f"dist must be 2-D (Q, G), got shape {dist.shape}")
+    q_pids = _as_label_vector("q_pids", q_pids, dist.shape[0])
+    g_pids = _as_label_vector("g_pids", g_pids, dist.shape[1])
+    if not isinstance(max_rank, Integral) or isinstance(max_rank, bool) or max_rank < 1:
+        raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
+    if ignore is not None and np.shape(ignore) != dist.shape:
+        raise ValueError(f"ignore must have the shape of dist {dist.shape}, got {np.shape(ignore)}")
+    cmc_rows, aps, inps = [], [], []
+    for i in range(dist.shape[0]):
+        order = np.argsort(dist[i], kind="stable")  # gallery indices, nearest first
+        kept = order if ignore is None else order[~np.asarray(ignore[i], dtype=bool)[order]]
+        ranked = g_pids[kept]  # identities in rank order
+        hits = ranked == q_pids[i]
+        if not hits.any():
+            continue  # no true match left: the query does not count
+        listed = ranked
+        if collapse_repeated_ids:
+            _, first_seen = np.unique(ranked, return_index=True)
+            listed = ranked[np.sort(first_seen)]  # each identity once, at its first rank
+        found = np.cumsum(listed == q_pids[i]) > 0  # found[k-1]: a match within the first k
+        row = np.full(max_rank, found[-1], dtype=np.float64)
+        row[: min(max_rank, found.size)] = found[:max_rank]
+        cmc_rows.append(row)
+        ranks = np.flatnonzero(hits) + 1  # 1-based ranks of the true matches
+        aps.append(float(np.mean(np.arange(1, ranks.size + 1) / ranks)))  # precision at each match
+        inps.append(ranks.size / ranks[-1])
+    if not aps:
+        raise ValueError("no query has a true match in its gallery: nothing to evaluate")
+    return RankingMetrics(np.mean(cmc_rows, axis=0), float(np.mean(aps)), float(np.mean(inps)), len(aps))
+
+
 def same_camera_mask(
     q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray, g_cams: np.ndarray
 ) -> np.ndarray:

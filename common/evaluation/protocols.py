@@ -9,8 +9,8 @@ yields :class:`Trial` objects (query indices, gallery indices, ignore mask) to f
 :class:`ProtocolSpec`, :func:`collapse_ids_for` says whether the CMC collapses repeated
 gallery identities.
 
-SYSU-MM01 (``"sysu"``; ``"demo"`` is the same protocol on the demo dataset)
---------------------------------------------------------------------------
+SYSU-MM01 (:attr:`Family.SYSU_MM01`; the demo dataset runs the same protocol)
+------------------------------------------------------------------------
 The test split has 96 identities seen by four visible cameras (1, 2 indoor; 4, 5 outdoor)
 and two infrared cameras (3 indoor, 6 outdoor). As run by the AGW baseline (repo
 ``mangye16/Cross-Modal-Re-ID-baseline``, ``data_manager.py``: ``process_query_sysu``,
@@ -92,6 +92,8 @@ with ``mode='v2t'``: RGB query, NIR gallery).
 
 from __future__ import annotations
 
+import enum
+
 import random
 from dataclasses import dataclass
 from numbers import Integral
@@ -105,8 +107,8 @@ from common.errors import UserError
 from common.evaluation.metrics import same_camera_mask
 
 __all__ = [
-    "DATASETS",
     "DIRECTIONS",
+    "Family",
     "PROTOCOLS",
     "ProtocolSpec",
     "SYSU_INDOOR_VISIBLE_CAMS",
@@ -114,7 +116,6 @@ __all__ = [
     "SYSU_MODES",
     "SYSU_VISIBLE_CAMS",
     "Trial",
-    "collapse_ids_for",
     "llcm_trials",
     "protocol_trials",
     "regdb_trials",
@@ -132,19 +133,43 @@ SYSU_INDOOR_VISIBLE_CAMS: tuple[int, ...] = (1, 2)
 SYSU_MODES: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {"all": SYSU_VISIBLE_CAMS, "indoor": SYSU_INDOOR_VISIBLE_CAMS}
 )
-#: Datasets with a protocol here ("demo" = the SYSU-MM01 protocol on the demo dataset).
-DATASETS: tuple[str, ...] = ("sysu", "demo", "regdb", "llcm")
 #: Search directions: visible query -> infrared gallery, or the reverse.
 DIRECTIONS: tuple[str, ...] = ("v2i", "i2v")
 #: SYSU-MM01 gallery draws: AGW's seeded random draw, or the official permutation file.
 PROTOCOLS: tuple[str, ...] = ("random", "official")
 
-_SYSU_LIKE = ("sysu", "demo")
 # The camera-3 queries ignore the camera-2 gallery (same room).
 _SYSU_IGNORE_QUERY_CAM = 3
 _SYSU_IGNORE_GALLERY_CAM = 2
 # Packing of (camera, identity, file number) into one int64 key (official protocol).
 _KEY_BITS = 24
+
+
+class Family(enum.Enum):
+    """The protocol families implemented here; a dataset's spec names its family
+    (:attr:`common.datasets.base.DatasetSpec.protocol`). The value is the name results use."""
+
+    SYSU_MM01 = "SYSU-MM01"
+    REGDB = "RegDB"
+    LLCM = "LLCM"
+
+    @property
+    def collapses_ids(self) -> bool:
+        """Whether the CMC collapses repeated gallery identities: SYSU-MM01 yes
+        (``get_cmc_multi_cam.m``; AGW ``eval_sysu``), LLCM yes (``ZYK100/LLCM`` ``eval_llcm``
+        returns the collapsed CMC), RegDB no (AGW ``eval_regdb``). Pass it as
+        ``evaluate_ranking(..., collapse_repeated_ids=)``."""
+        return self is not Family.REGDB
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """Search directions it has: SYSU-MM01 queries are infrared (``"i2v"``) only."""
+        return ("i2v",) if self is Family.SYSU_MM01 else DIRECTIONS
+
+    @property
+    def samples_gallery(self) -> bool:
+        """Whether a trial's gallery is a random draw from the test pool (SYSU-MM01, LLCM)."""
+        return self is not Family.REGDB
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,7 +209,8 @@ class ProtocolSpec:
     """Which test protocol to run (see the module docstring for each).
 
     Attributes:
-        dataset: ``"sysu"``, ``"demo"`` (the SYSU-MM01 protocol), ``"regdb"`` or ``"llcm"``.
+        family: the protocol family (:class:`Family`).
+        title: the dataset's name in :meth:`describe` (default: the family's, "SYSU-MM01").
         mode: SYSU-MM01 search mode, ``"all"`` or ``"indoor"``; must stay ``"all"``
             elsewhere.
         shots: SYSU-MM01 gallery images per (identity, camera), 1 (single-shot) or 10
@@ -202,16 +228,18 @@ class ProtocolSpec:
         ValueError: on an unknown value or an invalid combination (one line naming it).
     """
 
-    dataset: str
+    family: Family
     mode: str = "all"
     shots: int = 1
     direction: str = "i2v"
     protocol: str = "random"
     num_trials: int = 10
     perm_file: str | None = None
+    title: str = ""
 
     def __post_init__(self) -> None:
-        _choose("dataset", self.dataset, DATASETS)
+        if not isinstance(self.family, Family):
+            raise ValueError(f"family must be a protocols.Family, got {self.family!r}")
         _choose("direction", self.direction, DIRECTIONS)
         _choose("protocol", self.protocol, PROTOCOLS)
         _choose("mode", self.mode, tuple(SYSU_MODES))
@@ -219,7 +247,7 @@ class ProtocolSpec:
         _check_count("num_trials", self.num_trials, minimum=1)
         if self.perm_file is not None and not isinstance(self.perm_file, (str, Path)):
             raise ValueError(f"perm_file must be a path or None, got {self.perm_file!r}")
-        if self.dataset in _SYSU_LIKE:
+        if self.family is Family.SYSU_MM01:
             if self.shots not in (1, 10):
                 raise ValueError(
                     f"SYSU-MM01 shots must be 1 (single-shot) or 10 (multi-shot), got {self.shots}"
@@ -231,7 +259,7 @@ class ProtocolSpec:
             if self.protocol == "random" and self.perm_file is not None:
                 raise ValueError("perm_file is read by protocol='official' only; the random protocol draws its own galleries")
             return
-        name = _DATASET_NAMES[self.dataset]
+        name = self.name
         if self.protocol != "random":
             raise ValueError(f"protocol='{self.protocol}' exists for SYSU-MM01 only, not {name}")
         if self.perm_file is not None:
@@ -242,9 +270,14 @@ class ProtocolSpec:
             raise ValueError(f"{name} galleries have one image per identity and camera: shots must be 1, got {self.shots}")
 
     @property
+    def name(self) -> str:
+        """The dataset's name in descriptions: ``title``, or the family's."""
+        return self.title or self.family.value
+
+    @property
     def trial_count(self) -> int:
         """Number of trials :func:`protocol_trials` returns (RegDB: 1)."""
-        return 1 if self.dataset == "regdb" else int(self.num_trials)
+        return 1 if self.family is Family.REGDB else int(self.num_trials)
 
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``"SYSU-MM01 all-search single-shot, 10
@@ -255,27 +288,18 @@ class ProtocolSpec:
             if self.direction == "v2i"
             else "infrared query -> visible gallery"
         )
-        if self.dataset in _SYSU_LIKE:
+        if self.family is Family.SYSU_MM01:
             shots = "single-shot" if self.shots == 1 else f"multi-shot ({self.shots} images)"
             source = (
                 "AGW random gallery" if self.protocol == "random" else "official rand_perm_cam.mat gallery"
             )
-            name = _DATASET_NAMES[self.dataset]
-            return f"{name} {self.mode}-search {shots}, {trials} ({source}), {direction}"
-        if self.dataset == "regdb":
-            return f"RegDB, {trials} (whole test split, no removal), {direction}"
+            return f"{self.name} {self.mode}-search {shots}, {trials} ({source}), {direction}"
+        if self.family is Family.REGDB:
+            return f"{self.name}, {trials} (whole test split, no removal), {direction}"
         return (
-            f"LLCM, {trials} (random gallery: 1 image per identity and camera, "
+            f"{self.name}, {trials} (random gallery: 1 image per identity and camera, "
             f"same-identity same-camera removal), {direction}"
         )
-
-
-_DATASET_NAMES = {
-    "sysu": "SYSU-MM01",
-    "demo": "demo (SYSU-MM01 protocol)",
-    "regdb": "RegDB",
-    "llcm": "LLCM",
-}
 
 
 def protocol_trials(
@@ -307,7 +331,7 @@ def protocol_trials(
         raise ValueError(f"spec must be a ProtocolSpec, got {type(spec).__name__}")
     pids, cams = _split_arrays(pids, cams)
     is_ir = _bool_vector("is_ir", is_ir, pids.size)
-    if spec.dataset in _SYSU_LIKE:
+    if spec.family is Family.SYSU_MM01:
         if spec.protocol == "official":
             if file_numbers is None:
                 raise ValueError("the official SYSU-MM01 protocol needs file_numbers (the number in each file name)")
@@ -316,23 +340,9 @@ def protocol_trials(
                 mode=spec.mode, shots=spec.shots, num_trials=spec.num_trials,
             )
         return sysu_trials(pids, cams, mode=spec.mode, shots=spec.shots, num_trials=spec.num_trials)
-    if spec.dataset == "regdb":
+    if spec.family is Family.REGDB:
         return regdb_trials(pids, is_ir, direction=spec.direction)
     return llcm_trials(pids, cams, is_ir, direction=spec.direction, num_trials=spec.num_trials)
-
-
-def collapse_ids_for(dataset: str) -> bool:
-    """Whether the dataset's CMC collapses repeated gallery identities.
-
-    SYSU-MM01 / demo: yes (``get_cmc_multi_cam.m``; AGW ``eval_sysu``). LLCM: yes
-    (``ZYK100/LLCM`` ``eval_llcm`` returns the collapsed CMC). RegDB: no (AGW
-    ``eval_regdb``). Pass the result as ``evaluate_ranking(..., collapse_repeated_ids=)``.
-
-    Raises:
-        ValueError: on an unknown dataset.
-    """
-    _choose("dataset", dataset, DATASETS)
-    return dataset != "regdb"
 
 
 # --------------------------------------------------------------------------- SYSU-MM01

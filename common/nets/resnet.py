@@ -21,19 +21,19 @@ from torch import nn
 
 from common.checkpoint import read_tensor_file
 from common.errors import UserError
+from common.weights import REQUIRED, Weights, WeightsKind
 
 EXPANSION = 4
 RESNET50_LAYERS = (3, 4, 6, 3)
 TORCHVISION_RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth", "resnet50-19c8e357.pth")
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
-#: The paper profile's value: both papers start from ImageNet, so a run must choose (a path or "none").
-PRETRAINED_REQUIRED = "required"
 
 
 def pretrained_required_message(key: str) -> str:
-    """The one-line refusal for a run that has not chosen its ImageNet weights."""
+    """The one-line refusal for a run that has not chosen its ImageNet weights (the paper
+    profile's ``"required"``: both papers start from ImageNet, so a run must choose)."""
     return (
-        f"{key} is '{PRETRAINED_REQUIRED}': the paper profile starts from ImageNet ResNet-50 weights, as TSME and AGW do; "
+        f"{key} is '{REQUIRED}': the paper profile starts from ImageNet ResNet-50 weights, as TSME and AGW do; "
         f"pass --pretrained PATH (torchvision's resnet50-0676ba61.pth, from {RESNET50_URL}) or --pretrained none "
         "to train from scratch on purpose"
     )
@@ -130,7 +130,7 @@ def init_resnet_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def resolve_pretrained(spec: str) -> Path | None:
+def resolve_pretrained(spec: str | Weights) -> Path | None:
     """Find ImageNet ResNet-50 weights: ``"none"``, ``"imagenet"`` or a file path.
 
     ``"imagenet"`` looks in the torchvision weights cache (``$TORCH_HOME/hub/checkpoints``,
@@ -143,11 +143,12 @@ def resolve_pretrained(spec: str) -> Path | None:
         UserError: when the file is not there, saying how to obtain it; for
             ``"required"`` (the paper profile's default: no choice made yet).
     """
-    if spec == PRETRAINED_REQUIRED:
+    weights = Weights(str(spec))
+    if weights.kind is WeightsKind.REQUIRED:
         raise UserError(pretrained_required_message("pretrained"))
-    if spec in ("", "none"):
+    if weights.kind is WeightsKind.NONE:
         return None
-    if spec == "demo-standin":  # common.demo.standin.STANDIN
+    if weights.kind is WeightsKind.STANDIN:
         raise UserError("pretrained weights 'demo-standin' name the demo's ImageNet stand-in, which the pipeline commands build and "
                         "resolve (run-all, train-gan, train-fusion, ablate, pretrain); building a model yourself, pass the file "
                         "path that pipeline pretrain prints")
@@ -155,7 +156,7 @@ def resolve_pretrained(spec: str) -> Path | None:
         f"download {RESNET50_URL} (torchvision ResNet50_Weights.IMAGENET1K_V1) on a machine with internet, "
         "copy it here and pass its path, or use 'none' to train from scratch"
     )
-    if spec == "imagenet":
+    if weights.kind is WeightsKind.IMAGENET:
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
         for candidate in sorted(glob.glob(str(torch_home / "hub" / "checkpoints" / "resnet50-*.pth"))):
             return Path(candidate)

@@ -1,5 +1,5 @@
-"""AGW (Ye et al., TPAMI 2021): two-stream ResNet-50 + non-local + GeM + BNNeck, ID + WRT;
-and MSO (Gao et al., ACM MM 2021), which is AGW plus edge features.
+"""AGW (Ye et al., TPAMI 2021): two-stream ResNet-50 + non-local + GeM + BNNeck, ID + WRT.
+MSO (:mod:`stage2_fusion.methods.mso`) is this network with edge features.
 
 Code: mangye16/Cross-Modal-Re-ID-baseline (model.py ``embed_net``, train.py, loss.py).
 Training: identity cross-entropy on the post-BN logits plus WRT on the pre-BN GeM
@@ -11,6 +11,8 @@ Edges (``recipe.edge`` != "none", :class:`stage2_fusion.edges.EdgeBranch` at the
 MSO's PEF loss (``pef_weight``) or our edge fusion; MSO (``--method mso``,
 cjjjao/DIP_work:train.py) trains ID + WRT + CMCC (``cmcc_weight``, on the post-BN feature)
 + PEF, all weights 1, with Adam.
+
+Recipe: :class:`AGWRecipe`, ``[fusion.recipes.agw]`` of the profiles (sources there).
 """
 
 from __future__ import annotations
@@ -19,10 +21,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataclasses import dataclass
+
+from common.config import at_least
+from common.data.augment import ColourRecipe
 from stage2_fusion.backbone import build_backbone
-from stage2_fusion.edges import build_edge_branch
+from stage2_fusion.edges import EDGE_MODIFIERS, EdgeRecipe, build_edge_branch
 from stage2_fusion.layers import BNNeck, GeM
 from stage2_fusion.losses import cmcc_loss, hetero_centre_loss, identity_loss, wrt_loss
+from stage2_fusion.methods.spec import GRAYMIX, MethodSpec, modifiers
+
+
+@dataclass(frozen=True)
+class AGWRecipe(EdgeRecipe, ColourRecipe):
+    """AGW's recipe keys beyond the shared ones (:class:`common.config.Recipe`), the edge
+    options (:class:`stage2_fusion.edges.EdgeRecipe`) and the colour options
+    (:class:`common.data.augment.ColourRecipe`).
+
+    Attributes:
+        wrt_weight: weight of the weighted-regularisation triplet (AGW train.py: 1).
+        hc_weight: weight of an optional hetero-centre term (Zhu et al., 2020; 0 for AGW).
+        cmcc_weight: MSO's cross-modality contrastive-centre term (MSO loss.py: 1; 0 for AGW).
+    """
+
+    wrt_weight: float = at_least(0)
+    hc_weight: float = at_least(0)
+    cmcc_weight: float = at_least(0)
 
 
 class AGWNet(nn.Module):
@@ -36,12 +60,11 @@ class AGWNet(nn.Module):
     """
 
     method = "agw"
-    needs_partners = False
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__()
         self.backbone = build_backbone(cfg.fusion.backbone, ("vis", "ir"))
-        self.edges = build_edge_branch(cfg.fusion.recipes.get(self.method), cfg.fusion.backbone.base_width, cfg.fusion.vgg16)
+        self.edges = build_edge_branch(cfg.fusion.recipe(self.method), cfg.fusion.backbone.base_width, cfg.fusion.vgg16)
         self.gem = GeM(3.0)
         self.bnneck = BNNeck(self.backbone.out_channels, num_classes)
 
@@ -67,26 +90,6 @@ class AGWNet(nn.Module):
         return F.normalize(out["feat_post_bn" if feature == "post" else "feat_pre_bn"].float(), dim=1)
 
 
-class MSONet(AGWNet):
-    """MSO: AGW with edge features at the stems (PEF through VGG16, or fused) and CMCC.
-
-    Gao et al., "MSO: Multi-Feature Space Joint Optimization Network for RGB-Infrared
-    Person Re-Identification", ACM MM 2021; cjjjao/DIP_work@5d515159 (model.py, PEF.py,
-    loss.py, train.py). The operator is ``recipe.edge`` (MSO edits PEF.py for it; which
-    kernels our "sobel" and "prewitt" are, and why: :mod:`stage2_fusion.edges`).
-
-    Learning rate: the paper profile uses train.py's argparse default ``--lr 0.0005`` with
-    its Adam (bottleneck and classifier at lr, everything else, the VGG16 of PEF included,
-    at 0.1 lr; x0.1 at epoch 20, x0.01 from 25). MSO's README trains with ``--lr 0.1``, the
-    command of AGW's SGD baseline copied over: with this Adam it would give 0.1 to the
-    heads and 0.01 to the body, far above the rate its Adam line was written for (the
-    argparse help says "0.00035 for adam"). We take the code's default; ``lr`` in
-    ``[fusion.recipes.mso]`` changes it.
-    """
-
-    method = "mso"
-
-
 def agw_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: torch.Tensor, recipe) -> dict[str, torch.Tensor]:
     """ID + WRT (+ PEF + CMCC for MSO): returns ``id``, ``wrt`` (``pef``, ``cmcc``, ``hc``),
     ``total`` and ``acc`` (identity accuracy).
@@ -109,3 +112,7 @@ def agw_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: torc
         total = total + recipe.hc_weight * terms["hc"]
     acc = (outputs["logits"].argmax(dim=1) == labels).float().mean()
     return {**terms, "total": total, "acc": acc}
+
+
+SPEC = MethodSpec(name="agw", summary="AGW (Ye et al., TPAMI 2021): two-stream ResNet, non-local, GeM, BNNeck; ID + WRT",
+                  recipe_type=AGWRecipe, build=AGWNet, loss=agw_loss, modifiers=modifiers(*EDGE_MODIFIERS, GRAYMIX))

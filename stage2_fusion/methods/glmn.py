@@ -103,11 +103,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.data.augment import adaptive_gray_caj, channel_exchange, imagenet_normalize, pad_crop_flip, random_erasing
+from dataclasses import dataclass
+
+from common.config import Recipe, at_least
 from common.errors import UserError
 from common.nets.resnet import Stem, init_resnet_, load_resnet_parts, make_layers, stage_channels
 from stage2_fusion.backbone import add_nonlocal_blocks, run_stage
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock
 from stage2_fusion.losses import identity_loss, pairwise_euclidean
+from stage2_fusion.methods.spec import MethodSpec, Modifier, modifiers
 
 LOCAL_DIM = 128  # G model_test0.py: nn.Conv2d(2048, 128, 1)
 ATTENTION_REDUCTION = 16  # G ChannelAttention: in_planes // 16 (its ``ratio`` argument is ignored)
@@ -243,7 +247,7 @@ class GLMNNet(nn.Module):
     Args:
         cfg: :class:`common.config.Config`; uses ``cfg.fusion.backbone`` (layers, base_width,
             last_stride, nonlocal_blocks for layer2-4, nonlocal_inter_channels, pretrained)
-            and ``cfg.fusion.num_stripes`` (6).
+            and its recipe's ``num_stripes`` (6).
         num_classes: training identities.
         local_dim: stripe feature width (G: 128).
 
@@ -266,7 +270,6 @@ class GLMNNet(nn.Module):
     """
 
     method = "glmn"
-    needs_partners = False
 
     def __init__(self, cfg, num_classes: int, local_dim: int = LOCAL_DIM) -> None:
         super().__init__()
@@ -285,7 +288,7 @@ class GLMNNet(nn.Module):
         self.afam = AFAM(channels[0], bb.nonlocal_inter_channels)
         self.gem = GeM(3.0)
         self.bnneck = BNNeck(channels[3], num_classes)
-        self.local = LocalBranch(channels[3], cfg.fusion.num_stripes, local_dim)
+        self.local = LocalBranch(channels[3], cfg.fusion.recipe(self.method).num_stripes, local_dim)
         self.out_channels = channels[3]
         self.load_imagenet(bb.pretrained)
 
@@ -541,7 +544,7 @@ def glmn_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
         labels: (B,) int64, or the loop's (2n,) ``[labels_vis; labels_ir]``, then expanded
             with ``outputs["row_index"]`` (a "vis_ca" row gets its image's label).
         is_ir: modality of the label rows (unused by the loss terms).
-        recipe: :class:`common.config.RecipeConfig` (``id_weight``, ``wrt_weight``).
+        recipe: :class:`GLMNRecipe` (``id_weight``, ``wrt_weight``).
         local_weight, local_margin: G 0.5 and 0.3.
         adp_alpha, adp_gamma, adp_square: G 1, 1, True.
 
@@ -549,11 +552,8 @@ def glmn_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
         ``id``, ``adp``, ``local``, ``total`` and ``acc`` (identity accuracy), scalars.
 
     Raises:
-        UserError: ``recipe.hc_weight > 0`` (GLMN has no hetero-centre term).
         ValueError: labels that match neither the outputs nor their ``row_index``.
     """
-    if recipe.hc_weight > 0:
-        raise UserError("GLMN has no hetero-centre term; set hc_weight = 0 in the glmn recipe")
     logits = outputs["logits"]
     if labels.shape[0] != logits.shape[0]:
         row_index = outputs["row_index"]
@@ -623,3 +623,36 @@ class GLMNAugment(nn.Module):
         vis_ca = channel_exchange(random_erasing(imagenet_normalize(vis_ca), self.erasing_p))
         ir = adaptive_gray_caj(random_erasing(imagenet_normalize(ir), self.erasing_p), self.gray_p)
         return {name: t.contiguous(memory_format=torch.channels_last) for name, t in (("vis", vis), ("vis_ca", vis_ca), ("ir", ir))}
+
+
+@dataclass(frozen=True)
+class GLMNRecipe(Recipe):
+    """GLMN's recipe keys beyond the shared ones (cq0907/GFMNet@1746937 train_ext_test0.py, README).
+
+    Attributes:
+        wrt_weight: weight of the global triplet, CAJ's ADP (``loss_tri``: 1).
+        local_weight: weight of the aligned local triplet (``loss_id + loss_tri + 0.5 * loss_local_tri``).
+        triplet_margin: margin of the aligned local triplet (``MarginRankingLoss(0.3)``).
+        adp_square: ADP on squared distance differences (README ``--square 1``: true); false
+            = the non-squared form (ours).
+        num_stripes: horizontal stripes of the local branch (model_test0.py: 6).
+    """
+
+    wrt_weight: float = at_least(0)
+    local_weight: float = at_least(0)
+    triplet_margin: float = at_least(0)
+    adp_square: bool
+    num_stripes: int = at_least(1)
+
+
+def recipe_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: torch.Tensor, recipe: GLMNRecipe) -> dict[str, torch.Tensor]:
+    """GLMN's ID + ADP + local triplet with the recipe's local weight and margin (0.5, 0.3)
+    and ADP form (squared, as its README runs it, unless ``adp_square = false``)."""
+    return glmn_loss(outputs, labels, is_ir, recipe, local_weight=recipe.local_weight, local_margin=recipe.triplet_margin,
+                     adp_square=recipe.adp_square)
+
+
+SPEC = MethodSpec(name="glmn", summary="GLMN (GFMNet code): modality layers, AFAM, ADP + aligned local triplet; 2 visible views, 1 infrared",
+                  recipe_type=GLMNRecipe, build=GLMNNet, loss=recipe_loss,
+                  view_augment=lambda size, r: GLMNAugment(size, pad=r.pad, flip_p=r.flip_p, erasing_p=r.erasing_p),
+                  modifiers=modifiers(Modifier("nosquare", "ours: GLMN's ADP triplet without squaring", recipe={"adp_square": False})))

@@ -65,10 +65,14 @@ from torch import nn
 
 from common.data.augment import (adaptive_gray_mscmnet, brightness_jitter, channel_exchange, channel_t, imagenet_normalize, pad_crop_flip,
                                   random_erasing, random_grayscale)
+from dataclasses import dataclass
+
+from common.config import Recipe, at_least
 from common.nets.resnet import stage_channels
 from stage2_fusion.backbone import AGWBackbone
 from stage2_fusion.layers import BNNeck, GeM
 from stage2_fusion.losses import identity_loss
+from stage2_fusion.methods.spec import MethodSpec
 
 STREAMS = ("vis", "vis_aug", "ir", "ir_aug")
 """The four QFE stems, in the code's batch order ``cat(x1_1, x1_2, x2_1, x2_2)``."""
@@ -269,7 +273,6 @@ class MSCMNet(nn.Module):
     """
 
     method = "mscmnet"
-    needs_partners = False
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__()
@@ -418,7 +421,7 @@ def mscmnet_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: 
         outputs: :meth:`MSCMNet.forward` outputs.
         labels: (2n,) int64 identities of the loop's batch, rows visible first.
         is_ir: (2n,) bool modality of those rows.
-        recipe: :class:`common.config.RecipeConfig`; ``id_weight`` scales the ID term.
+        recipe: :class:`MSCMNetRecipe`; ``id_weight`` scales the ID term.
         margin: QCT margin (0.7, train.py).
         k_size: accepted for parity with ``QuarCenterTripletLoss(k_size=4, ...)``; its
             forward never uses it, nor do we.
@@ -514,3 +517,26 @@ class MSCMNetAugment(nn.Module):
             "ir_aug": channel_t(self._geometry_and_normalise(brightness_jitter(ir, self.brightness)), self.channel_t_p),
         }
         return {name: v.contiguous(memory_format=torch.channels_last) for name, v in views.items()}
+
+
+@dataclass(frozen=True)
+class MSCMNetRecipe(Recipe):
+    """MSCMNet's recipe keys beyond the shared ones (Hua-XC/MSCMNet@5b5f874 train.py).
+
+    Attributes:
+        qct_weight: weight of the quadruple centre triplet loss (train.py ``loss_id + loss_tri``: 1).
+        triplet_margin: QCT margin (``QuarCenterTripletLoss(k_size=4, margin=0.7)``).
+    """
+
+    qct_weight: float = at_least(0)
+    triplet_margin: float = at_least(0)
+
+
+def recipe_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: torch.Tensor, recipe: MSCMNetRecipe) -> dict[str, torch.Tensor]:
+    """MSCMNet's ID + QCT with the recipe's QCT weight and margin (paper profile: 1, 0.7)."""
+    return mscmnet_loss(outputs, labels, is_ir, recipe, margin=recipe.triplet_margin, qct_weight=recipe.qct_weight)
+
+
+SPEC = MethodSpec(name="mscmnet", summary="MSCMNet (Hua et al., 2023): four stems, MIMB, QCT loss; 2 views per image",
+                  recipe_type=MSCMNetRecipe, build=MSCMNet, loss=recipe_loss,
+                  view_augment=lambda size, r: MSCMNetAugment(pad=r.pad, flip_p=r.flip_p, erasing_p=r.erasing_p))

@@ -2,7 +2,7 @@
 
 TSME (Liu et al., TCSVT 2022) runs four ImageNet ResNet-50s (real/generated x
 visible/infrared; its model.py ``visible_net_resnet`` / ``thermal_net_resnet``, last stride
-1, no non-local blocks). ``fusion.tsme_streams`` chooses the layout:
+1, no non-local blocks). ``streams`` of its recipe (:class:`TSMERecipe`) chooses the layout:
 
 * ``"paper"``: exactly that, four independent ResNets
   (:class:`stage2_fusion.backbone.PerModalityBackbone` for the real and for the generated
@@ -31,11 +31,51 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataclasses import dataclass
+
+from common.errors import UserError
+from common.config import at_least
+from common.data.augment import ColourRecipe
 from stage2_fusion.backbone import build_backbone
-from stage2_fusion.edges import build_edge_branch
+from stage2_fusion.edges import EDGE_MODIFIERS, EdgeRecipe, build_edge_branch
 from stage2_fusion.fusion import StripeHeads, modality_gate, pwif, stripes
 from stage2_fusion.layers import GeM
 from stage2_fusion.losses import hetero_centre_loss, identity_loss, wrt_loss
+from stage2_fusion.methods.spec import GRAYMIX, PARTNER_MODIFIERS, MethodSpec, Modifier, modifiers
+
+
+@dataclass(frozen=True)
+class TSMERecipe(EdgeRecipe, ColourRecipe):
+    """TSME's recipe keys beyond the shared ones, the edge options (on its real stream) and
+    the colour options (:class:`common.data.augment.ColourRecipe`).
+
+    Attributes:
+        wrt_weight: an AGW-style WRT on the fused GeM feature (not TSME's: 0).
+        hc_weight: hetero-centre loss weight per head (TSME train.py: 0.5, hard-coded).
+        embed_dim: width of each stripe embedding (TSME ``--low-dim`` 512).
+        num_stripes: horizontal stripes of the fused map (TSME model.py: 6).
+        num_aux_stripes: stripes of each IAI head group (TSME model.py: 2).
+        streams: "paper" (its code: four independent ResNets, visible/infrared x
+            real/generated, no non-local blocks) or "agw" (two AGW backbones, real and
+            generated, each with modality-specific stems, a shared body and non-local blocks).
+        gate: the parameter-free gate on the real stream (TSME model.py; false: ablation).
+        iai: the IAI heads on the real and generated maps (TSME model.py; false: ablation,
+            the fused heads only).
+    """
+
+    wrt_weight: float = at_least(0)
+    hc_weight: float = at_least(0)
+    embed_dim: int = at_least(1)
+    num_stripes: int = at_least(1)
+    num_aux_stripes: int = at_least(1)
+    streams: str
+    gate: bool
+    iai: bool
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.streams not in ("paper", "agw"):
+            raise UserError(f"{where}.streams '{self.streams}' is unknown; use 'paper' (TSME's four ResNets) or 'agw'")
 
 
 class TSMENet(nn.Module):
@@ -47,27 +87,27 @@ class TSMENet(nn.Module):
         inputs[m]) -> dict: ``embeddings`` (10, B, embed_dim) and ``logits``
         (10, B, num_classes) for heads [6 fused, 2 real (IAI), 2 generated (IAI)],
         ``feat_pre_bn`` (B, C) GeM of the fused map; rows visible first. Without IAI heads
-        (``fusion.tsme_iai = false``) only the 6 fused heads.
+        (recipe ``iai = false``) only the 6 fused heads.
     """
 
     method = "tsme"
-    needs_partners = True
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__()
         f = cfg.fusion
-        shared = f.tsme_streams == "agw"
+        r = f.recipe(self.method)
+        shared = r.streams == "agw"
         self.real = build_backbone(f.backbone, ("vis", "ir"), shared=shared)
         self.generated = build_backbone(f.backbone, ("vis", "ir"), shared=shared)
-        self.edges = build_edge_branch(f.recipes.get(self.method), f.backbone.base_width, f.vgg16)  # on the real stems
+        self.edges = build_edge_branch(r, f.backbone.base_width, f.vgg16)  # on the real stems
         channels = self.real.out_channels
-        self.num_stripes = f.num_stripes
-        self.gate = modality_gate if f.tsme_gate else None
-        self.fused_heads = StripeHeads(f.num_stripes, channels, f.embed_dim, num_classes)
-        self.iai = f.tsme_iai
+        self.num_stripes = r.num_stripes
+        self.gate = modality_gate if r.gate else None
+        self.fused_heads = StripeHeads(r.num_stripes, channels, r.embed_dim, num_classes)
+        self.iai = r.iai
         if self.iai:
-            self.real_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
-            self.generated_heads = StripeHeads(f.num_aux_stripes, channels, f.embed_dim, num_classes)
+            self.real_heads = StripeHeads(r.num_aux_stripes, channels, r.embed_dim, num_classes)
+            self.generated_heads = StripeHeads(r.num_aux_stripes, channels, r.embed_dim, num_classes)
         self.gem = GeM(3.0)
 
     def head_modules(self) -> list[nn.Module]:
@@ -124,3 +164,17 @@ def tsme_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
         total = total + recipe.wrt_weight * terms["wrt"]
     acc = (logits[0].argmax(dim=1) == labels).float().mean()
     return {**terms, "total": total, "acc": acc}
+
+
+SPEC = MethodSpec(
+    name="tsme", summary="TSME (Liu et al., TCSVT 2022): real + generated streams, PwIF fusion, IAI heads; 10 x (ID + 0.5 HC)",
+    recipe_type=TSMERecipe, build=TSMENet, loss=tsme_loss, needs_partners=True,
+    modifiers=modifiers(
+        *PARTNER_MODIFIERS,
+        Modifier("noiai", "TSME without its IAI heads (the 6 fused heads only)", recipe={"iai": False}),
+        Modifier("nogate", "TSME without the gate on the real stream", recipe={"gate": False}),
+        Modifier("paperstreams", "TSME's four independent ResNets", recipe={"streams": "paper"}),
+        Modifier("agwstreams", "two AGW backbones (shared body, non-local blocks) instead of TSME's four ResNets", recipe={"streams": "agw"}),
+        *EDGE_MODIFIERS, GRAYMIX,
+    ),
+)
