@@ -19,13 +19,13 @@ and after); images/s counts the real images of a step (2 * P * K). The last line
 ``train speedup: N.Nx`` (ours / reference).
 
 ``--method tsme`` compares instead the two ways stage 2 gets its generated partners, same
-TSME model, same batches: from the pair cache (read by the workers beside the images) and
+TSME model, same batches: from the partner cache (read by the workers beside the images) and
 on the fly (TSME's own way: the frozen generators translate every batch inside the step).
-Its last line is ``pair cache vs on-the-fly: N.Nx``.
+Its last line is ``partner cache vs on-the-fly: N.Nx``.
 
     python benchmarks/bench_train.py                 # CPU, demo profile, demo data
     python benchmarks/bench_train.py --device cuda --profile paper --workers 8
-    python benchmarks/bench_train.py --method tsme   # pair cache vs on-the-fly partners
+    python benchmarks/bench_train.py --method tsme   # partner cache vs on-the-fly partners
 """
 
 from __future__ import annotations
@@ -107,10 +107,10 @@ def run_ours(cfg, method, split, sampler, device, args) -> float:
 
 
 def run_tsme(cfg, split, sampler, device, args, tmp: Path) -> tuple[float, float]:
-    """TSME steps/s with partners from a pair cache and with on-the-fly translation."""
+    """TSME steps/s with partners from a partner cache and with on-the-fly translation."""
     from common.checkpoint import save_checkpoint
     from common.config import config_section_dict
-    from common.data.pair_cache import open_pair_cache
+    from common.data.partner_cache import open_partner_cache
     from stage1_dsgan.generate import generate_pairs, load_generators, make_translator
     from stage1_dsgan.networks import build_dsgan
 
@@ -121,7 +121,7 @@ def run_tsme(cfg, split, sampler, device, args, tmp: Path) -> tuple[float, float
     save_checkpoint(gan_path, "dsgan", {"gan": config_section_dict(cfg.gan), "image_size": [h, w],
                                         "g_vis2ir": gan.g_vis2ir.state_dict(), "g_ir2vis": gan.g_ir2vis.state_dict()})
     generate_pairs(gan_path, split, tmp / "pairs", device, dataset="demo", data_root=tmp)
-    cache = open_pair_cache(tmp / "pairs", dataset="demo", data_fingerprint=split.fingerprint, image_size=(h, w), count=len(split))
+    cache = open_partner_cache(tmp / "pairs", dataset="demo", data_fingerprint=split.fingerprint, image_size=(h, w), count=len(split))
     translate = make_translator(load_generators(gan_path, device), device, amp=cfg.gan.amp)
     rates = []
     for source in ("cache", "on-the-fly"):
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", default="demo", choices=["demo", "paper"])
     parser.add_argument("--method", default="agw", choices=["agw", "tsme"],
-                        help="agw: ours vs the PIL + torchvision reference; tsme: pair cache vs on-the-fly partners")
+                        help="agw: ours vs the PIL + torchvision reference; tsme: partner cache vs on-the-fly partners")
     parser.add_argument("--data-root", type=Path, default=None, help="demo dataset folder (generated into a temp dir if absent)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -213,9 +213,9 @@ def main() -> None:
           f"{args.warmup} warm-up; {args.workers} workers")
     if args.method == "tsme":
         cached, on_the_fly = run_tsme(cfg, split, sampler, device, args, Path(tmp.name))
-        print(f"TSME with partners from the pair cache: {cached:8.1f} images/s")
+        print(f"TSME with partners from the partner cache: {cached:8.1f} images/s")
         print(f"TSME translating partners on the fly (TSME's way): {on_the_fly:8.1f} images/s")
-        print(f"pair cache vs on-the-fly: {cached / on_the_fly:.2f}x")
+        print(f"partner cache vs on-the-fly: {cached / on_the_fly:.2f}x")
         return
     reference = run_reference(cfg, args.method, split, sampler, device, args)
     print(f"reference (PIL + torchvision in workers, fp32): {reference:8.1f} images/s")

@@ -682,7 +682,7 @@ class MSOAdapter(AGWAdapter):
 class _PartnerAsInput(nn.Module):
     """Stands in for TSME's stage-1 generator in its stage-2 network: returns its input.
 
-    Both sides then receive the same generated partners as inputs (our pair cache supplies
+    Both sides then receive the same generated partners as inputs (our partner cache supplies
     them; stage 1 is a separate network with its own tests).
     """
 

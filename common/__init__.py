@@ -4,7 +4,7 @@
 |-------------------------|----------------------------------------------------------------------|
 | ``config``, ``profiles/`` | the run configuration and the two shipped profiles                 |
 | ``datasets/``           | one reader per dataset, each with its :class:`DatasetSpec`            |
-| ``data/``               | image decoding, array cache, pair cache, identity sampler, augmentation |
+| ``data/``               | image decoding, array cache, partner cache, identity sampler, augmentation |
 | ``evaluation/``         | test protocols, ranking metrics, re-ranking                          |
 | ``demo/``               | the procedural demo dataset (identities, scenes, rendering, writing) and its ImageNet stand-in |
 | ``nets/``               | ResNet and VGG16 layouts and their weight loading                    |

@@ -24,7 +24,7 @@ Modifiers compose where they make sense (``tsme-gray-noiai``). Every (variant, s
 own run directory ``<run-dir>/<variant>/seed<k>`` (``pipelines.run_all.run_all``), skipped
 when its ``results.json`` is complete for the same configuration, so an interrupted
 ablation continues where it stopped. Variants that train on the DSGAN's partners with the same
-stage-1 settings share one stage 1 and one pair cache per seed (``<run-dir>/stage1-seed<k>``, or
+stage-1 settings share one stage 1 and one partner cache per seed (``<run-dir>/stage1-seed<k>``, or
 ``stage1-<modifier>-seed<k>`` for a variant that changes the DSGAN). The seed sets
 ``fusion.seed`` and ``gan.seed``; the data are the same for every run. The first seed of each
 variant also tests ``best.pt``, re-ranking and the untrained and pretrained-start baselines.
@@ -110,7 +110,7 @@ def paired_difference(values: list[float], baseline: list[float]) -> dict[str, f
 
 
 def stage1_folder(run_dir: Path, variant: Variant, seed: int) -> Path:
-    """Where the variant's stage 1 and pair cache live: shared per seed by the variants that
+    """Where the variant's stage 1 and partner cache live: shared per seed by the variants that
     leave the DSGAN as it is, one per stage-1 modifier otherwise."""
     return Path(run_dir) / ("-".join(["stage1", *variant.stage1_modifiers]) + f"-seed{seed}")
 

@@ -109,7 +109,7 @@ def train_reid_command(cfg: Config, method: str, dataset: str, data_root: Path |
         UserError: a method that needs partners without ``partners``; a stale or foreign
             partner cache; a killed run with ``resume=False``; as :func:`train_reid_stage`.
     """
-    from common.data.pair_cache import open_pair_cache
+    from common.data.partner_cache import open_partner_cache
     from common.runtime import init_distributed
     from stage2_fusion.train import TrainOptions
 
@@ -135,7 +135,7 @@ def train_reid_command(cfg: Config, method: str, dataset: str, data_root: Path |
     source = cache = None
     if spec.needs_partners:
         if kind is PartnerKind.CACHE:
-            cache = open_pair_cache(cache_folder, dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
+            cache = open_partner_cache(cache_folder, dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
                                     image_size=(run_cfg.data.height, run_cfg.data.width), count=len(splits.train))
             source = PartnerSource.from_cache(cache)
         elif kind is PartnerKind.ON_THE_FLY:

@@ -5,7 +5,7 @@ modality. Three sources exist (:class:`PartnerKind`):
 
 | kind         | partners                                                   | made by |
 |--------------|------------------------------------------------------------|---------|
-| ``cache``    | the partner cache that ``generate-pairs`` wrote (stage 1's generator, uint8 shards) | :mod:`common.data.pair_cache` |
+| ``cache``    | the partner cache that ``generate-pairs`` wrote (stage 1's generator, uint8 shards) | :mod:`common.data.partner_cache` |
 | ``on-the-fly`` | a frozen stage-1 generator translating inside each step (TSME's own way) | :func:`stage1_dsgan.generate.make_translator` |
 | ``gray``     | no GAN: a visible image's BT.601 gray, an infrared image itself (the ``tsme-gray`` control) | :func:`gray_partner` |
 
@@ -38,7 +38,7 @@ from torch import nn
 
 from common.checkpoint import file_sha256
 from common.data.augment import to_gan_domain
-from common.data.pair_cache import PairCache
+from common.data.partner_cache import PartnerCache
 from common.errors import UserError
 
 
@@ -192,7 +192,7 @@ class PartnerSource:
         return cls(PartnerKind.GRAY)
 
     @classmethod
-    def from_cache(cls, cache: PairCache) -> "PartnerSource":
+    def from_cache(cls, cache: PartnerCache) -> "PartnerSource":
         """The partners of an opened, checked partner cache."""
         m = cache.manifest
         return cls(PartnerKind.CACHE, m["generator"], m["generator_sha256"], str(cache.folder), m["data_fingerprint"])
@@ -288,7 +288,7 @@ class PartnerSource:
         return gens
 
     def training_inputs(self, device: torch.device, *, image_size: tuple[int, int], amp: bool,
-                        cache: PairCache | None = None) -> tuple[PairCache | None, Any]:
+                        cache: PartnerCache | None = None) -> tuple[PartnerCache | None, Any]:
         """(partner cache, translate) for :func:`stage2_fusion.train.train_fusion`: the opened
         cache for ``cache`` (pass it: it was opened and checked against the split), else a
         ``translate(images uint8, is_ir) -> uint8`` on the training device.

@@ -6,7 +6,7 @@ and current; :mod:`pipelines.commands` (one function per CLI command) and
 
     checkpoints/<run>/config.toml            the resolved config (frozen copy)
     checkpoints/<run>/gan/{last,gan}.pt      stage 1
-    checkpoints/<run>/partner_cache/         the partner cache (common.data.pair_cache)
+    checkpoints/<run>/partner_cache/         the partner cache (common.data.partner_cache)
     checkpoints/<run>/fusion/{last,best,reid}.pt   stage 2
     checkpoints/<run>/tb/, metrics.jsonl     TensorBoard events and per-epoch records
     checkpoints/<run>/results.json           test metrics (trained and untrained)
@@ -27,7 +27,7 @@ import torch
 from common.atomic import atomic_write_text
 from common.checkpoint import file_sha256
 from common.config import Config, config_section_dict, dump_config, for_method, require_pretrained_choice, test_feature
-from common.data.pair_cache import MANIFEST, PairCache, open_pair_cache
+from common.data.partner_cache import MANIFEST, PartnerCache, open_partner_cache
 from common.datasets import DatasetSpec
 from common.errors import UserError
 from common.evaluation.protocols import Family, ProtocolSpec
@@ -132,7 +132,7 @@ def train_gan_stage(cfg: Config, splits: Splits, run_dir: Path, device: torch.de
     return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name, aligned=splits.spec.aligned)
 
 
-def partner_cache_stage(gan_path: Path, splits: Splits, out: Path, device: torch.device, *, shard_size: int = 1024) -> PairCache:
+def partner_cache_stage(gan_path: Path, splits: Splits, out: Path, device: torch.device, *, shard_size: int = 1024) -> PartnerCache:
     """The partner cache of the training split (skipped when a current one exists); returns it opened."""
     from stage1_dsgan.generate import generate_pairs
 
@@ -140,11 +140,11 @@ def partner_cache_stage(gan_path: Path, splits: Splits, out: Path, device: torch
     expected = dict(dataset=splits.index.name, data_fingerprint=splits.train.fingerprint,
                     image_size=tuple(splits.train.images.shape[1:3]), count=len(splits.train), generator_sha256=file_sha256(gan_path))
     if (out / MANIFEST).exists():
-        cache = open_pair_cache(out, **expected)
+        cache = open_partner_cache(out, **expected)
         info(f"generate-pairs: {out} is complete and current, skipped")
         return cache
     generate_pairs(gan_path, splits.train, out, device, dataset=splits.index.name, data_root=splits.index.root, shard_size=shard_size)
-    return open_pair_cache(out, **expected)
+    return open_partner_cache(out, **expected)
 
 
 def train_reid_stage(
@@ -155,7 +155,7 @@ def train_reid_stage(
     run_dir: Path,
     device: torch.device,
     *,
-    cache: PairCache | None = None,
+    cache: PartnerCache | None = None,
     options=None,
 ) -> Path:
     """Stage 2 into ``<run>/fusion``; returns ``reid.pt``. The caller resolved the config
@@ -186,12 +186,12 @@ def train_reid_stage(
                             "pretrained_weights": describe_weights(cfg)}
     if splits.spec.splits > 1:  # pipeline test checks it: another split's test ids are training ids here
         meta["split"] = splits.split
-    pair_cache = translate = None
+    partner_cache = translate = None
     if spec.needs_partners:
         if source is None:
             raise UserError(f"method {method} trains on partners: pass --partners CACHE (make one with pipeline generate-pairs), "
                             "--partners on-the-fly --gan-checkpoint GAN.pt, or --partners gray")
-        pair_cache, translate = source.training_inputs(device, image_size=(cfg.data.height, cfg.data.width), amp=cfg.gan.amp, cache=cache)
+        partner_cache, translate = source.training_inputs(device, image_size=(cfg.data.height, cfg.data.width), amp=cfg.gan.amp, cache=cache)
         meta["partners"] = source.record()
     evaluate = None
     if recipe.eval_every and splits.test is not None and options.dist.is_main:
@@ -204,7 +204,7 @@ def train_reid_stage(
                                      feature=test_feature(cfg, method), batch_size=cfg.eval.batch_size, amp=cfg.eval.amp,
                                      show_progress=False, return_features=True)
 
-    return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device, pair_cache=pair_cache, translate=translate,
+    return train_fusion(cfg, method, splits.train, Path(run_dir) / "fusion", device, partner_cache=partner_cache, translate=translate,
                         partner_id=source.identity if spec.needs_partners else None, evaluate=evaluate, meta=meta, options=options)
 
 

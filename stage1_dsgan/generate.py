@@ -18,7 +18,7 @@ from common.data.array_cache import ArraySplit
 from common.data.augment import from_gan_domain, to_float_images, to_gan_domain
 from common.checkpoint import file_sha256, load_checkpoint
 from common.errors import UserError
-from common.data.pair_cache import PairCacheInputs, PairCacheWriter
+from common.data.partner_cache import PartnerCacheInputs, PartnerCacheWriter
 from common.runlog import info, progress_bar
 from common.runtime import autocast
 from stage1_dsgan.networks import DSGANGenerator
@@ -95,7 +95,7 @@ def generate_pairs(
     batch_size: int = 64,
     shard_size: int = 1024,
 ) -> Path:
-    """Translate every training image into the other modality and store the pair cache.
+    """Translate every training image into the other modality and store the partner cache.
 
     A killed run resumes: finished shards are kept (checked by SHA-256) and only the rest
     is generated, so the result equals an uninterrupted run.
@@ -121,11 +121,11 @@ def generate_pairs(
             f"{gan_checkpoint} was trained at {gens.image_size[0]}x{gens.image_size[1]} but the data is prepared at {h}x{w}; "
             "use the same profile (data.height/width) for both stages"
         )
-    inputs = PairCacheInputs(
+    inputs = PartnerCacheInputs(
         generator=str(gan_checkpoint), generator_sha256=gens.sha256, dataset=dataset, data_root=str(data_root),
         data_fingerprint=train.fingerprint, image_size=(h, w), count=len(train),
     )
-    writer = PairCacheWriter(out, inputs, shard_size)
+    writer = PartnerCacheWriter(out, inputs, shard_size)
     todo = [i for i in range(writer.num_shards) if not writer.done(i)]
     if len(todo) < writer.num_shards:
         info(f"generate-pairs: resuming, {writer.num_shards - len(todo)} of {writer.num_shards} shards already complete")

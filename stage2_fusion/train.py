@@ -3,7 +3,7 @@
 The loop, top to bottom (torchvision classification reference shape):
 
 1. identity sampler -> the epoch's batches of P x K visible + P x K infrared indices;
-2. DataLoader workers slice the uint8 training arrays (and the pair cache) -> pinned
+2. DataLoader workers slice the uint8 training arrays (and the partner cache) -> pinned
    tensors -> device (``non_blocking``);
 3. partners translated on the device by a frozen generator when training on the fly;
 4. batched augmentation on the device (image and partner jointly) -> model -> loss dict;
@@ -36,7 +36,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import Config, config_section_dict, digest, test_feature
 from common.errors import UserError
 from common.guard import NonFiniteGuard
-from common.data.pair_cache import PairCache
+from common.data.partner_cache import PartnerCache
 from common.runlog import RunLog, info, progress_bar
 from common.runtime import DistInfo, amp_plan, autocast, epoch_seed, seed_everything
 from common.data.samplers import Batch, IdentitySampler
@@ -168,8 +168,8 @@ class EpochBatches(torch.utils.data.Dataset):  # pragma: no mutate block
     tensor, labels int64 (2PK,), indices int64 (2PK,)); rows visible first.
     """
 
-    def __init__(self, batches: list[Batch], images: np.ndarray, pair_cache: PairCache | None) -> None:
-        self.batches, self.images, self.pair_cache = batches, images, pair_cache
+    def __init__(self, batches: list[Batch], images: np.ndarray, partner_cache: PartnerCache | None) -> None:
+        self.batches, self.images, self.partner_cache = batches, images, partner_cache
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -178,7 +178,7 @@ class EpochBatches(torch.utils.data.Dataset):  # pragma: no mutate block
         batch = self.batches[i]
         idx = np.concatenate([batch.vis, batch.ir])
         images = torch.from_numpy(gather_rows(self.images, idx))
-        partners = torch.from_numpy(self.pair_cache[idx]) if self.pair_cache is not None else torch.empty(0, dtype=torch.uint8)
+        partners = torch.from_numpy(self.partner_cache[idx]) if self.partner_cache is not None else torch.empty(0, dtype=torch.uint8)
         labels = torch.from_numpy(np.concatenate([batch.labels, batch.labels]))
         return images, partners, labels, torch.from_numpy(idx)
 
@@ -190,7 +190,7 @@ def train_fusion(
     out_dir: Path,
     device: torch.device,
     *,
-    pair_cache: PairCache | None = None,
+    partner_cache: PartnerCache | None = None,
     translate: Translate | None = None,
     partner_id: str | None = None,
     evaluate: Evaluator | None = None,
@@ -205,7 +205,7 @@ def train_fusion(
         train: decoded training split.
         out_dir: stage folder (``<run>/fusion``): ``last.pt``, ``best.pt``, ``reid.pt``.
         device: training device.
-        pair_cache: generated partners of the training images (``generate-pairs``).
+        partner_cache: generated partners of the training images (``generate-pairs``).
         translate: or a frozen generator translating partners inside the step (on the fly).
         partner_id: identity of the partner source (generator SHA-256 and data), part of the
             stage key so that new partners retrain.
@@ -237,7 +237,7 @@ def train_fusion(
     sampler = build_sampler(recipe, train, dist)
     model, loss_fn, optimizer, scheduler, _ = build_for_training(cfg, method, sampler.num_classes, device)
     needs_partners = method_spec(method).needs_partners
-    if needs_partners and pair_cache is None and translate is None:
+    if needs_partners and partner_cache is None and translate is None:
         raise UserError(f"method {method} trains on partners: pass --partners CACHE (from pipeline generate-pairs), --partners on-the-fly "
                         "or --partners gray")
     augment = common_augment((cfg.data.height, cfg.data.width), recipe)
@@ -277,7 +277,7 @@ def train_fusion(
             torch.manual_seed(seed + dist.rank)  # augmentation differs across ranks, reproducibly
             step_model.train()
             loader = torch.utils.data.DataLoader(
-                EpochBatches(list(sampler.epoch(seed)), train.images, pair_cache if needs_partners else None),
+                EpochBatches(list(sampler.epoch(seed)), train.images, partner_cache if needs_partners else None),
                 batch_size=None, shuffle=False, num_workers=options.workers, pin_memory=pin)
             sums: dict[str, torch.Tensor] = {}
             probe = None

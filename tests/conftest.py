@@ -115,7 +115,7 @@ INFERENCE_METHODS = ("agw", "tsme", "mso", "mscmnet", "glmn")
 @pytest.fixture(scope="session")
 def trained_checkpoints(sysu_tree, tmp_path_factory) -> dict:
     """``reid.pt`` of every method trained for one short epoch (2 steps) on the SYSU-layout
-    tree, TSME with its DSGAN (1 epoch of 2 steps) and pair cache: real checkpoints for the
+    tree, TSME with its DSGAN (1 epoch of 2 steps) and partner cache: real checkpoints for the
     extract / search / export tests. Keys: the method names -> ``reid.pt``; ``"splits"`` ->
     {method: :class:`pipelines.data.Splits` decoded at that checkpoint's size}; ``"gan"`` ->
     TSME's ``gan.pt``.

@@ -57,7 +57,7 @@ def tiny_config(tmp_path, tiny_cfg) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny TSME run (GAN, pair cache, re-ID) on a SYSU-layout tree."""
+    """A tiny TSME run (GAN, partner cache, re-ID) on a SYSU-layout tree."""
     from pipelines.run_all import run_all
 
     root = make_sysu_tree(tmp_path_factory.mktemp("bad") / "SYSU-MM01", [1, 2, 3, 5, 7, 8], [9, 10], [11, 12, 14, 15])
@@ -156,12 +156,12 @@ def test_checkpoint_of_another_kind_method_or_a_corrupt_one(monkeypatch, capsys,
     assert (other / "fusion" / "last.pt").read_bytes() == before
 
 
-def test_stale_or_half_written_pair_cache(monkeypatch, capsys, tmp_path, trained, tiny_config):
+def test_stale_or_half_written_partner_cache(monkeypatch, capsys, tmp_path, trained, tiny_config):
     root, run = trained
     # made for the full tree; this copy has one identity less: another dataset fingerprint
     smaller = _copy_tree(root, tmp_path / "SYSU-MM01")
     shutil.rmtree(smaller / "cam1" / "0001")
-    line = expect_refusal(monkeypatch, capsys, "pair cache", "train-fusion", "--dataset", "sysu", "--data-root", str(smaller),
+    line = expect_refusal(monkeypatch, capsys, "partner cache", "train-fusion", "--dataset", "sysu", "--data-root", str(smaller),
                           "--method", "tsme", "--partners", str(run / "partner_cache"), "--config", str(tiny_config),
                           "--run-dir", str(tmp_path / "r1"))
     assert "generate-pairs" in line  # the rebuild command

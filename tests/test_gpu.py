@@ -57,7 +57,7 @@ def test_tsme_with_pairs_generated_on_cuda(sysu_tree, tiny_cfg, tmp_path):
     cpu_cache = stage_generate_pairs(gan, splits, tmp_path / "pairs-cpu", CPU)
     diff = np.abs(cache[np.arange(len(cache))].astype(int) - cpu_cache[np.arange(len(cpu_cache))].astype(int))
     assert np.percentile(diff, 99) <= 3  # bf16 on the GPU vs fp32 on the CPU: a few grey levels at most
-    reid = train_fusion(tiny_cfg, "tsme", splits.train, tmp_path / "tsme" / "fusion", CUDA, pair_cache=cache,
+    reid = train_fusion(tiny_cfg, "tsme", splits.train, tmp_path / "tsme" / "fusion", CUDA, partner_cache=cache,
                         partner_id="gpu-test")
     assert all(torch.isfinite(v.float()).all() for v in _final_weights(reid).values())
 

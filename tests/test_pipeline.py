@@ -108,21 +108,21 @@ def test_generate_pairs_resume_equals_uninterrupted(sysu_tree, tiny_cfg, tmp_pat
     from stage1_dsgan.generate import generate_pairs
 
     whole = generate_pairs(gan, splits.train, tmp_path / "whole", CPU, dataset="sysu", data_root=sysu_tree, shard_size=40)
-    import common.data.pair_cache as pc
+    import common.data.partner_cache as pc
 
-    original = pc.PairCacheWriter.write_shard
+    original = pc.PartnerCacheWriter.write_shard
 
     def crash_on_second(self, index, partners):
         if index == 1:
             raise KeyboardInterrupt
         original(self, index, partners)
 
-    pc.PairCacheWriter.write_shard = crash_on_second
+    pc.PartnerCacheWriter.write_shard = crash_on_second
     try:
         with pytest.raises(KeyboardInterrupt):
             generate_pairs(gan, splits.train, tmp_path / "part", CPU, dataset="sysu", data_root=sysu_tree, shard_size=40)
     finally:
-        pc.PairCacheWriter.write_shard = original
+        pc.PartnerCacheWriter.write_shard = original
     cache = stage_generate_pairs(gan, splits, tmp_path / "part", CPU)  # resumes: finished shards are kept
     whole_manifest = json.loads((whole / "manifest.json").read_text())
     assert [s["sha256"] for s in cache.manifest["shards"]] == [s["sha256"] for s in whole_manifest["shards"]]

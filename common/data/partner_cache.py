@@ -1,4 +1,4 @@
-"""THE pair cache format: every training image's generated partner, in uint8 shards.
+"""THE partner cache format: every training image's generated partner, in uint8 shards.
 
 Stage 1 writes it (``pipeline generate-pairs``), stage 2 reads it (``pipeline
 train-fusion --pairs``); the format lives only here. Layout of a cache folder::
@@ -10,7 +10,7 @@ train-fusion --pairs``); the format lives only here. Layout of a cache folder::
 Partner of a visible image = its generated infrared image; of an infrared image = its
 generated visible-gray image. The manifest records the generator checkpoint's SHA-256,
 the dataset fingerprint (file list, sizes, mtimes; :mod:`common.data.array_cache`), the image
-size, the count and a SHA-256 per shard. :func:`open_pair_cache` refuses a cache that is
+size, the count and a SHA-256 per shard. :func:`open_partner_cache` refuses a cache that is
 incomplete, corrupt, or made for another dataset, size or generator, with one line that
 names the problem and the command that rebuilds it. There is deliberately no way to
 accept a stale cache.
@@ -44,8 +44,8 @@ def _array_sha256(array: np.ndarray) -> str:
 
 
 @dataclass(frozen=True)
-class PairCacheInputs:
-    """What a pair cache is made from; two caches with equal inputs are interchangeable.
+class PartnerCacheInputs:
+    """What a partner cache is made from; two caches with equal inputs are interchangeable.
 
     Attributes:
         generator: path of the generator checkpoint (``gan.pt``), as given.
@@ -74,32 +74,32 @@ class PairCacheInputs:
         )
 
 
-class PairCacheWriter:
+class PartnerCacheWriter:
     """Writes shards one at a time; resumes a killed run by skipping finished shards.
 
     Args:
         out: cache folder.
-        inputs: the cache's :class:`PairCacheInputs`.
+        inputs: the cache's :class:`PartnerCacheInputs`.
         shard_size: images per shard of a new cache (a resumed one keeps its own).
 
     Raises:
         UserError: if ``out`` holds a complete cache or a partial one of other inputs, or
-            is a non-empty folder that is not a pair cache.
+            is a non-empty folder that is not a partner cache.
     """
 
-    def __init__(self, out: Path, inputs: PairCacheInputs, shard_size: int = 1024) -> None:
+    def __init__(self, out: Path, inputs: PartnerCacheInputs, shard_size: int = 1024) -> None:
         self.out = Path(out)
         self.inputs = inputs
         self.shard_size = shard_size
         self.shards: dict[int, dict[str, Any]] = {}
         partial = self.out / PARTIAL
         if (self.out / MANIFEST).exists():
-            raise UserError(f"{self.out} already holds a complete pair cache; delete it or choose another --out")
+            raise UserError(f"{self.out} already holds a complete partner cache; delete it or choose another --out")
         if partial.exists():
             state = json.loads(partial.read_text())
             if state.get("inputs") != inputs.as_dict():
                 raise UserError(
-                    f"{self.out} holds an unfinished pair cache of another generator, dataset or size; delete it or choose another --out"
+                    f"{self.out} holds an unfinished partner cache of another generator, dataset or size; delete it or choose another --out"
                 )
             self.shard_size = state["shard_size"]  # a resumed cache keeps its shard layout
             for entry in state["shards"]:
@@ -107,7 +107,7 @@ class PairCacheWriter:
                 if path.exists() and file_sha256(path) == entry["file_sha256"]:
                     self.shards[entry["index"]] = entry
         elif self.out.exists() and any(self.out.iterdir()):
-            raise UserError(f"{self.out} is a non-empty folder that is not a pair cache; choose an empty or new --out")
+            raise UserError(f"{self.out} is a non-empty folder that is not a partner cache; choose an empty or new --out")
         self.out.mkdir(parents=True, exist_ok=True)
         self._write_partial()
 
@@ -145,7 +145,7 @@ class PairCacheWriter:
         """
         missing = [i for i in range(self.num_shards) if i not in self.shards]
         if missing:
-            raise ValueError(f"cannot finish the pair cache: shards {missing[:5]} missing")
+            raise ValueError(f"cannot finish the partner cache: shards {missing[:5]} missing")
         manifest = {
             "format": FORMAT_VERSION, **self.inputs.as_dict(), "shard_size": self.shard_size,
             "shards": [self.shards[i] for i in range(self.num_shards)],
@@ -161,8 +161,8 @@ class PairCacheWriter:
         })
 
 
-class PairCache:
-    """A complete, verified pair cache, read by training-image index.
+class PartnerCache:
+    """A complete, verified partner cache, read by training-image index.
 
     ``cache[indices]`` -> uint8 (len(indices), H, W, 3); ``manifest`` holds the manifest.
     """
@@ -187,7 +187,7 @@ class PairCache:
         return out
 
 
-def open_pair_cache(
+def open_partner_cache(
     folder: Path,
     *,
     dataset: str,
@@ -196,8 +196,8 @@ def open_pair_cache(
     count: int,
     generator_sha256: str | None = None,
     verify: bool = True,
-) -> PairCache:
-    """Open a pair cache for a training split, refusing anything stale or broken.
+) -> PartnerCache:
+    """Open a partner cache for a training split, refusing anything stale or broken.
 
     Args:
         folder: the cache folder.
@@ -216,44 +216,44 @@ def open_pair_cache(
     if not manifest_path.exists():
         if (folder / PARTIAL).exists():
             state = json.loads((folder / PARTIAL).read_text())
-            inputs = PairCacheInputs(**{**state["inputs"], "image_size": tuple(state["inputs"]["image_size"])})
-            raise UserError(f"pair cache {folder} is incomplete (generation was interrupted); resume it with: {inputs.rebuild_command(folder)}")
-        raise UserError(f"{folder} is not a pair cache (no {MANIFEST}); create one with: pipeline generate-pairs --checkpoint GAN.pt --dataset {dataset} --data-root DIR --out {folder}")
+            inputs = PartnerCacheInputs(**{**state["inputs"], "image_size": tuple(state["inputs"]["image_size"])})
+            raise UserError(f"partner cache {folder} is incomplete (generation was interrupted); resume it with: {inputs.rebuild_command(folder)}")
+        raise UserError(f"{folder} is not a partner cache (no {MANIFEST}); create one with: pipeline generate-pairs --checkpoint GAN.pt --dataset {dataset} --data-root DIR --out {folder}")
     try:
         manifest = json.loads(manifest_path.read_text())
-        inputs = PairCacheInputs(**{k: manifest[k] for k in PairCacheInputs.__dataclass_fields__} | {"image_size": tuple(manifest["image_size"])})
+        inputs = PartnerCacheInputs(**{k: manifest[k] for k in PartnerCacheInputs.__dataclass_fields__} | {"image_size": tuple(manifest["image_size"])})
     except (json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"{manifest_path} is corrupt; delete {folder} and rebuild it with pipeline generate-pairs") from None
     rebuild = inputs.rebuild_command(folder)
     if manifest.get("format") != FORMAT_VERSION:
-        raise UserError(f"pair cache {folder} has format {manifest.get('format')}, this version reads {FORMAT_VERSION}; rebuild it with: {rebuild}")
+        raise UserError(f"partner cache {folder} has format {manifest.get('format')}, this version reads {FORMAT_VERSION}; rebuild it with: {rebuild}")
     if inputs.dataset != dataset or inputs.data_fingerprint != data_fingerprint or inputs.count != count:
-        raise UserError(f"pair cache {folder} was made for another dataset or a changed copy of it; rebuild it with: {rebuild}")
+        raise UserError(f"partner cache {folder} was made for another dataset or a changed copy of it; rebuild it with: {rebuild}")
     if tuple(inputs.image_size) != tuple(image_size):
         raise UserError(
-            f"pair cache {folder} holds {inputs.image_size[0]}x{inputs.image_size[1]} images but this run uses "
+            f"partner cache {folder} holds {inputs.image_size[0]}x{inputs.image_size[1]} images but this run uses "
             f"{image_size[0]}x{image_size[1]}; rebuild it with: {rebuild}"
         )
     if generator_sha256 is not None and inputs.generator_sha256 != generator_sha256:
-        raise UserError(f"pair cache {folder} was made with another generator than the one given; rebuild it with: {rebuild}")
+        raise UserError(f"partner cache {folder} was made with another generator than the one given; rebuild it with: {rebuild}")
     if generator_sha256 is None and Path(inputs.generator).is_file() and file_sha256(Path(inputs.generator)) != inputs.generator_sha256:
-        raise UserError(f"pair cache {folder} is stale: its generator {inputs.generator} has changed since; rebuild it with: {rebuild}")
+        raise UserError(f"partner cache {folder} is stale: its generator {inputs.generator} has changed since; rebuild it with: {rebuild}")
     shards = []
     expected_start = 0
     for entry in manifest["shards"]:
         path = folder / entry["file"]
         if not path.exists():
-            raise UserError(f"pair cache shard {path} is missing; rebuild the cache with: {rebuild}")
+            raise UserError(f"partner cache shard {path} is missing; rebuild the cache with: {rebuild}")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError):
-            raise UserError(f"pair cache shard {path} is corrupt; rebuild the cache with: {rebuild}") from None
+            raise UserError(f"partner cache shard {path} is corrupt; rebuild the cache with: {rebuild}") from None
         if array.dtype != np.uint8 or array.shape != (entry["count"], *inputs.image_size, 3) or entry["start"] != expected_start:
-            raise UserError(f"pair cache shard {path} has the wrong shape; rebuild the cache with: {rebuild}")
+            raise UserError(f"partner cache shard {path} has the wrong shape; rebuild the cache with: {rebuild}")
         if verify and _array_sha256(array) != entry["sha256"]:
-            raise UserError(f"pair cache shard {path} is corrupt (checksum mismatch); rebuild the cache with: {rebuild}")
+            raise UserError(f"partner cache shard {path} is corrupt (checksum mismatch); rebuild the cache with: {rebuild}")
         shards.append(array)
         expected_start += entry["count"]
     if expected_start != inputs.count:
-        raise UserError(f"pair cache {folder} covers {expected_start} of {inputs.count} images; rebuild it with: {rebuild}")
-    return PairCache(folder, manifest, shards)
+        raise UserError(f"partner cache {folder} covers {expected_start} of {inputs.count} images; rebuild it with: {rebuild}")
+    return PartnerCache(folder, manifest, shards)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.data.pair_cache import MANIFEST, PairCacheInputs, PairCacheWriter, open_pair_cache
+from common.data.partner_cache import MANIFEST, PartnerCacheInputs, PartnerCacheWriter, open_partner_cache
 
 
 def _inputs(tmp_path, count=10, **kw):
@@ -15,7 +15,7 @@ def _inputs(tmp_path, count=10, **kw):
 
     base = dict(generator=str(gen), generator_sha256=file_sha256(gen), dataset="demo", data_root="data/demo",
                 data_fingerprint="fp1", image_size=(4, 2), count=count)
-    return PairCacheInputs(**{**base, **kw})
+    return PartnerCacheInputs(**{**base, **kw})
 
 
 def _partners(count):
@@ -24,7 +24,7 @@ def _partners(count):
 
 def _write_cache(tmp_path, out, count=10, shard_size=4):
     inputs = _inputs(tmp_path, count)
-    writer = PairCacheWriter(out, inputs, shard_size)
+    writer = PartnerCacheWriter(out, inputs, shard_size)
     data = _partners(count)
     for i in range(writer.num_shards):
         a, b = writer.shard_range(i)
@@ -35,7 +35,7 @@ def _write_cache(tmp_path, out, count=10, shard_size=4):
 
 def _open(out, inputs, **kw):
     args = dict(dataset=inputs.dataset, data_fingerprint=inputs.data_fingerprint, image_size=inputs.image_size, count=inputs.count)
-    return open_pair_cache(out, **{**args, **kw})
+    return open_partner_cache(out, **{**args, **kw})
 
 
 def test_round_trip_by_index(tmp_path):
@@ -48,7 +48,7 @@ def test_round_trip_by_index(tmp_path):
 
 def test_refuses_incomplete_cache_with_resume_command(tmp_path):
     inputs = _inputs(tmp_path)
-    writer = PairCacheWriter(tmp_path / "cache", inputs, 4)
+    writer = PartnerCacheWriter(tmp_path / "cache", inputs, 4)
     writer.write_shard(0, _partners(10)[:4])
     with pytest.raises(UserError, match="incomplete.*pipeline generate-pairs --checkpoint") as info:
         _open(tmp_path / "cache", inputs)
@@ -58,9 +58,9 @@ def test_refuses_incomplete_cache_with_resume_command(tmp_path):
 def test_resume_keeps_finished_shards_and_equals_uninterrupted(tmp_path):
     inputs = _inputs(tmp_path)
     data = _partners(10)
-    writer = PairCacheWriter(tmp_path / "a", inputs, 4)
+    writer = PartnerCacheWriter(tmp_path / "a", inputs, 4)
     writer.write_shard(0, data[:4])
-    resumed = PairCacheWriter(tmp_path / "a", inputs, 4)  # as after a crash
+    resumed = PartnerCacheWriter(tmp_path / "a", inputs, 4)  # as after a crash
     assert resumed.done(0) and not resumed.done(1)
     for i in (1, 2):
         a, b = resumed.shard_range(i)
@@ -109,11 +109,11 @@ def test_refuses_corrupt_shard(tmp_path):
 
 def test_writer_refuses_foreign_folders(tmp_path):
     inputs, _ = _write_cache(tmp_path, tmp_path / "cache")
-    with pytest.raises(UserError, match="already holds a complete pair cache"):
-        PairCacheWriter(tmp_path / "cache", inputs)
+    with pytest.raises(UserError, match="already holds a complete partner cache"):
+        PartnerCacheWriter(tmp_path / "cache", inputs)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not a pair cache"):
-        PairCacheWriter(tmp_path / "other", inputs)
-    with pytest.raises(UserError, match="not a pair cache"):
+    with pytest.raises(UserError, match="not a partner cache"):
+        PartnerCacheWriter(tmp_path / "other", inputs)
+    with pytest.raises(UserError, match="not a partner cache"):
         _open(tmp_path / "other", inputs)
