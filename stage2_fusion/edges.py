@@ -50,7 +50,7 @@ from common.config import Recipe, at_least
 from common.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from common.errors import UserError
 from common.weights import Weights, WeightsKind
-from stage2_fusion.methods.spec import Modifier
+from stage2_fusion.method_spec import Modifier
 
 OPERATORS = ("laplace", "sobel", "prewitt")
 MODES = ("mso", "magnitude")

@@ -51,7 +51,7 @@ def extract_features(
         indices: int64 (N,) rows of ``split`` to embed.
         device: where the model runs.
         partners: source of partners, for a method that needs them
-            (:attr:`stage2_fusion.methods.spec.MethodSpec.needs_partners`; the caller,
+            (:attr:`stage2_fusion.method_spec.MethodSpec.needs_partners`; the caller,
             which knows the method, passes them); None: the model takes none.
         feature: "pre" or "post" BNNeck feature.
         flip: average with the horizontally flipped image's feature (and partner's).

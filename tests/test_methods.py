@@ -19,7 +19,7 @@ from pipelines.cli import app
 from stage2_fusion.layers import BNNeck
 from stage2_fusion.losses import identity_loss
 from stage2_fusion.methods import METHODS, load_config, method_spec
-from stage2_fusion.methods.spec import MethodSpec, Modifier, modifiers
+from stage2_fusion.method_spec import MethodSpec, Modifier, modifiers
 
 
 # --------------------------------------------------------------------------- a toy method, declared outside the package

@@ -8,7 +8,7 @@
 | mscmnet | :class:`~stage2_fusion.methods.mscmnet.MSCMNet`    | ID + QCT                       | no  | 2 (4 stems) |
 | glmn    | :class:`~stage2_fusion.methods.glmn.GLMNNet`       | ID + ADP + 0.5 aligned local   | no  | 2 visible, 1 infrared |
 
-Each file declares a :class:`~stage2_fusion.methods.spec.MethodSpec` (``SPEC``): model
+Each file declares a :class:`~stage2_fusion.method_spec.MethodSpec` (``SPEC``): model
 builder, loss, its own recipe dataclass, whether it needs partners, its view augmentation,
 whether it takes edge options, the ablation modifiers it accepts. :data:`METHODS` lists
 them; everything else (config loading, ``--method`` choices, ``ablate``, training, testing,
@@ -38,7 +38,7 @@ from common import config as _config
 from common.config import Config
 from common.errors import UserError, registered
 from stage2_fusion.methods import agw, glmn, mscmnet, mso, tsme
-from stage2_fusion.methods.spec import LossFn, MethodSpec, Modifier
+from stage2_fusion.method_spec import LossFn, MethodSpec, Modifier
 
 #: The registry: ``--method`` name -> its spec. A test may add a method from outside the package.
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (agw.SPEC, tsme.SPEC, mso.SPEC, mscmnet.SPEC, glmn.SPEC)}

@@ -29,7 +29,7 @@ from stage2_fusion.backbone import build_backbone
 from stage2_fusion.edges import EDGE_MODIFIERS, EdgeRecipe, build_edge_branch
 from stage2_fusion.layers import BNNeck, GeM
 from stage2_fusion.losses import cmcc_loss, hetero_centre_loss, identity_loss, wrt_loss
-from stage2_fusion.methods.spec import GRAYMIX, MethodSpec, modifiers
+from stage2_fusion.method_spec import GRAYMIX, MethodSpec, modifiers
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ from common.nets.resnet import Stem, init_resnet_, load_resnet_parts, make_layer
 from stage2_fusion.backbone import add_nonlocal_blocks, run_stage
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock
 from stage2_fusion.losses import identity_loss, pairwise_euclidean
-from stage2_fusion.methods.spec import MethodSpec, Modifier, modifiers
+from stage2_fusion.method_spec import MethodSpec, Modifier, modifiers
 
 LOCAL_DIM = 128  # G model_test0.py: nn.Conv2d(2048, 128, 1)
 ATTENTION_REDUCTION = 16  # G ChannelAttention: in_planes // 16 (its ``ratio`` argument is ignored)

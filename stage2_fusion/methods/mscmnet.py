@@ -72,7 +72,7 @@ from common.nets.resnet import stage_channels
 from stage2_fusion.backbone import AGWBackbone
 from stage2_fusion.layers import BNNeck, GeM
 from stage2_fusion.losses import identity_loss
-from stage2_fusion.methods.spec import MethodSpec
+from stage2_fusion.method_spec import MethodSpec
 
 STREAMS = ("vis", "vis_aug", "ir", "ir_aug")
 """The four QFE stems, in the code's batch order ``cat(x1_1, x1_2, x2_1, x2_2)``."""

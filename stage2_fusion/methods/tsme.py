@@ -41,7 +41,7 @@ from stage2_fusion.edges import EDGE_MODIFIERS, EdgeRecipe, build_edge_branch
 from stage2_fusion.fusion import StripeHeads, modality_gate, pwif, stripes
 from stage2_fusion.layers import GeM
 from stage2_fusion.losses import hetero_centre_loss, identity_loss, wrt_loss
-from stage2_fusion.methods.spec import GRAYMIX, PARTNER_MODIFIERS, MethodSpec, Modifier, modifiers
+from stage2_fusion.method_spec import GRAYMIX, PARTNER_MODIFIERS, MethodSpec, Modifier, modifiers
 
 
 @dataclass(frozen=True)
