@@ -54,7 +54,7 @@ def crash_after_first_epoch(monkeypatch, trainer_module):
 def test_run_all_on_sysu_layout_tree_then_skips_on_rerun(sysu_tree, tiny_cfg, tmp_path, capsys):
     run_dir = tmp_path / "run"
     results = run_all(tiny_cfg, dataset="sysu", data_root=sysu_tree, run_dir=run_dir, device=CPU, method="tsme")
-    for name in ("config.toml", "gan/gan.pt", "gan/last.pt", "pairs/manifest.json", "fusion/reid.pt", "fusion/best.pt",
+    for name in ("config.toml", "gan/gan.pt", "gan/last.pt", "partner_cache/manifest.json", "fusion/reid.pt", "fusion/best.pt",
                  "results.json", "metrics.jsonl"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "tb").glob("*/events.out.tfevents.*"))
