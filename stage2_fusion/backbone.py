@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from common.data.augment import VIEW_MODALITY
 from common.nets.resnet import Stem, init_resnet_, load_resnet_parts, make_layers, stage_channels
 from stage2_fusion.layers import NonLocalBlock
 
@@ -96,11 +97,13 @@ class AGWBackbone(nn.Module):
         return run_stage(self, stage, x)
 
     def forward_stems(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each stream through its own stem, concatenated along the batch: (B, w, H/4, W/4)."""
-        unknown = set(inputs) - set(self.stems)
+        """Each stream through its modality's stem (a view such as CAJ's "vis_ca" through
+        its modality's, :data:`common.data.augment.VIEW_MODALITY`), concatenated along the
+        batch: (B, w, H/4, W/4)."""
+        unknown = {VIEW_MODALITY.get(name, name) for name in inputs} - set(self.stems)
         if unknown:
             raise ValueError(f"no stem for streams {sorted(unknown)}; this backbone has {list(self.stems)}")
-        return torch.cat([self.stems[name](x) for name, x in inputs.items()], dim=0)
+        return torch.cat([self.stems[VIEW_MODALITY.get(name, name)](x) for name, x in inputs.items()], dim=0)
 
     def forward_body(self, x: torch.Tensor, after_layer3: StageHook | None = None, after_layer4: StageHook | None = None) -> torch.Tensor:
         """Shared layer1..layer4 (with non-local blocks); optional hooks after layer3/4.
@@ -161,10 +164,12 @@ class PerModalityBackbone(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor], after_layer3: StageHook | None = None, after_layer4: StageHook | None = None,
                 stem_hook: StemHook | None = None) -> torch.Tensor:
-        unknown = set(inputs) - set(self.nets)
+        modality = {name: VIEW_MODALITY.get(name, name) for name in inputs}  # CAJ's "vis_ca" view: the visible network
+        unknown = set(modality.values()) - set(self.nets)
         if unknown:
             raise ValueError(f"no network for streams {sorted(unknown)}; this backbone has {list(self.nets)}")
-        return torch.cat([self.nets[name]({name: x}, after_layer3, after_layer4, stem_hook) for name, x in inputs.items()], dim=0)
+        return torch.cat([self.nets[modality[name]]({modality[name]: x}, after_layer3, after_layer4, stem_hook)
+                          for name, x in inputs.items()], dim=0)
 
     def load_imagenet(self, spec: str) -> int:
         """ImageNet ResNet-50 weights into every modality's network; returns tensors loaded."""

@@ -277,3 +277,65 @@ class PerceptualEdgeLoss(nn.Module):
             stem_feat, edge_feat = both.chunk(2, dim=0)
             loss = loss + F.mse_loss(stem_feat.float(), edge_feat.float())
         return loss
+
+
+def adp_triplet_loss(features: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, gamma: float = 1.0,
+                     square: bool = True, *, clamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAJ's adaptive weighted triplet loss (Ye et al., ICCV 2021, "enhanced squared
+    difference"; mangye16/Cross-Modal-Re-ID-baseline ``ICCV21_CAJ/loss.py`` ``TripletLoss_ADP``,
+    and GLMN's copy, cq0907/GFMNet ``loss.py`` ``TripletLoss_ADP0``, global part).
+
+    With Euclidean distances d (sqrt(clamp(d^2, 1e-12))) over the whole batch:
+    fp_i = sum_j w+_ij d_ij, w+ = softmax of alpha d over positives (anchor included);
+    cn_i = sum_j w-_ij d_ij, w- = softmax of -alpha d over negatives (as WRT, which is
+    alpha = 1). Then
+    * ``square``: z_i = min(gamma (fp_i - cn_i)^2, clamp), y_i = -1 if fp_i > cn_i else +1,
+      L = mean_i log(1 + exp(-y_i z_i)) (SoftMarginLoss);
+    * otherwise: L = mean_i log(1 + exp(gamma (fp_i - cn_i))).
+
+    Args:
+        features: (N, D) float, pre-BN features.
+        labels: (N,) int64.
+        clamp: the cap of the squared difference: CAJ 88 (``clamp_max(diff_pow, max=88)``),
+            GLMN 44 (its copy's ``max=44``).
+
+    Returns:
+        (loss scalar float32, distance matrix (N, N) float32, reused to mine hard examples).
+    """
+    dist = pairwise_euclidean(features.float())
+    same = labels.view(-1, 1).eq(labels.view(1, -1))
+    is_pos, is_neg = same.float(), (~same).float()
+    dist_ap, dist_an = dist * is_pos, dist * is_neg
+    furthest_positive = (dist_ap * _softmax_weights(dist_ap * alpha, is_pos)).sum(dim=1)
+    closest_negative = (dist_an * _softmax_weights(-dist_an * alpha, is_neg)).sum(dim=1)
+    if square:
+        z = (gamma * (furthest_positive - closest_negative).pow(2)).clamp(max=clamp)
+        y = torch.where(furthest_positive > closest_negative, -1.0, 1.0)
+        loss = F.softplus(-y * z).mean()
+    else:
+        loss = F.softplus(gamma * (furthest_positive - closest_negative)).mean()
+    return loss, dist
+
+
+def per_view_rows(labels: torch.Tensor, is_ir: torch.Tensor, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels and modalities of a model's output rows.
+
+    The loop's labels cover its image batch ``[vis; ir]``; a model fed several views of an
+    image (CAJ's "vis" and "vis_ca", :class:`common.data.augment.CajViews`) returns more rows
+    and, in ``outputs["row_index"]``, the image row behind each
+    (:func:`common.data.augment.view_rows`).
+
+    Returns:
+        (labels (B,), is_ir (B,)) of the output rows: the inputs as they are when the
+        outputs have their rows, else indexed by ``row_index``.
+
+    Raises:
+        ValueError: more output rows than labels and no matching ``row_index``.
+    """
+    rows = outputs["logits"].shape[-2]
+    if labels.shape[0] == rows:
+        return labels, is_ir
+    row_index = outputs.get("row_index")
+    if row_index is None or row_index.shape[0] != rows:
+        raise ValueError(f"{labels.shape[0]} labels for {rows} output rows and no matching row_index")
+    return labels[row_index], is_ir[row_index]

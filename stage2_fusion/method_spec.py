@@ -33,7 +33,8 @@ from common.config import Config, Recipe
 LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, Any], dict[str, torch.Tensor]]
 #: ``build(cfg, num_classes) -> model``; the model reads its recipe as ``cfg.fusion.recipe(name)``.
 ModelBuilder = Callable[[Config, int], nn.Module]
-#: ``view_augment(size (H, W), recipe) -> module(images01 (2n, 3, H, W), is_visible (2n,)) -> inputs dict``.
+#: ``view_augment(size (H, W), recipe) -> module(images01 (2n, 3, H, W), is_visible (2n,), partners=None) -> (inputs dict,
+#: partners dict or None)``, or None (then the common augmentation): e.g. :class:`common.data.augment.CajViews`.
 ViewAugmentBuilder = Callable[[tuple[int, int], Any], nn.Module]
 
 

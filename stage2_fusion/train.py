@@ -241,7 +241,7 @@ def train_fusion(
         raise UserError(f"method {method} trains on partners: pass --partners CACHE (from pipeline generate-pairs), --partners on-the-fly "
                         "or --partners gray")
     augment = common_augment((cfg.data.height, cfg.data.width), recipe)
-    view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # MSCMNet, GLMN: their own views
+    view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # CAJ's views (glmn, caj), MSCMNet's
     _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype)  # fp16 (asked for, or no bf16): loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     start_epoch, best_rank1 = 0, -1.0
@@ -293,8 +293,8 @@ def train_fusion(
                         partners_u8 = translate(images_u8, is_ir)  # frozen generator, on the device
                     p = to_float_images(partners_u8, device)
                 probe = (x[:min(n, PROBE_IMAGES)], None if p is None else p[:min(n, PROBE_IMAGES)])  # visible images, before augmentation
-                if view_augment is not None:
-                    inputs, pair = view_augment(x, is_visible=~is_ir), None
+                if view_augment is not None:  # several views per image (CAJ's layout, MSCMNet's), partners view by view
+                    inputs, pair = view_augment(x, is_visible=~is_ir, partners=p)
                 else:
                     x, p = augment(x, p, is_visible=~is_ir.to(device))
                     inputs = {"vis": x[:n], "ir": x[n:]}

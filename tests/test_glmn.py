@@ -26,7 +26,7 @@ from stage2_fusion.methods.glmn import (
     GLMNNet,
     LocalBranch,
     SpatialAttention,
-    adp_triplet_loss,
+    ADP_CLAMP,
     aligned_local_distance,
     aligned_local_triplet_loss,
     glmn_loss,
@@ -35,7 +35,13 @@ from stage2_fusion.methods.glmn import (
     stripe_distance,
     stripe_max_pool,
 )
+from stage2_fusion.losses import adp_triplet_loss as adp_triplet_loss_any_clamp
 from tests.conftest import TINY_OVERRIDES
+
+
+def adp_triplet_loss(*args, **kwargs):
+    """GLMN's ADP: the shared loss with GLMN's clamp (44)."""
+    return adp_triplet_loss_any_clamp(*args, clamp=ADP_CLAMP, **kwargs)
 
 #: The paper profile's glmn recipe (id_weight 1, ...), for the loss tests.
 RECIPE = load_config("paper").fusion.recipe("glmn")
@@ -417,7 +423,8 @@ def _channels_equal(x):
 
 def test_augment_views_shapes_and_visible_first_check():
     aug = GLMNAugment((H, W), pad=2)
-    out = aug(torch.rand(6, 3, H, W), torch.tensor([True, True, True, False, False, False]))
+    out, partners = aug(torch.rand(6, 3, H, W), torch.tensor([True, True, True, False, False, False]))
+    assert partners is None
     assert set(out) == {"vis", "vis_ca", "ir"}
     for t in out.values():
         assert t.shape == (3, 3, H, W) and t.dtype == torch.float32 and t.is_contiguous(memory_format=torch.channels_last)
@@ -432,7 +439,7 @@ def test_augment_channel_exchange_on_vis_ca_and_adap_gray_on_ir_statistically():
     n = 600
     vis_src, ir_plane = torch.rand(n, 3, H, W), torch.rand(n, 1, H, W)
     images = torch.cat([vis_src, ir_plane.expand(n, 3, H, W)])  # infrared: three equal channels
-    out = GLMNAugment((H, W), pad=0, flip_p=0.0, erasing_p=0.0)(images, torch.arange(2 * n) < n)
+    out, _ = GLMNAugment((H, W), pad=0, flip_p=0.0, erasing_p=0.0)(images, torch.arange(2 * n) < n)
     vis_norm, ir_norm = imagenet_normalize(vis_src), imagenet_normalize(images[n:])
     assert torch.allclose(out["vis"], vis_norm)  # the plain view: no channel operation
     assert not _channels_equal(out["vis"]).any()
@@ -478,7 +485,7 @@ def test_augment_crops_and_flips_each_view_independently():
     n, pad = 16, 2
     ramp = torch.arange(3 * H * W, dtype=torch.float32).view(3, H, W)
     src = torch.stack([(ramp + 1 + i) / (3 * H * W + n + 1) for i in range(2 * n)])  # unique values, none 0
-    out = GLMNAugment((H, W), pad=pad, flip_p=0.5, erasing_p=0.0)(src, torch.arange(2 * n) < n)
+    out, _ = GLMNAugment((H, W), pad=pad, flip_p=0.5, erasing_p=0.0)(src, torch.arange(2 * n) < n)
     geometry = {"vis": [], "vis_ca": []}
     for i in range(n):
         crops = _all_crops(src[i], pad)  # (50, 3, H, W)
@@ -523,7 +530,7 @@ def test_augment_erases_each_view_with_probability_half():
     n = 400
     colour = torch.tensor([0.1, 0.9, 0.3]).view(1, 3, 1, 1).expand(n, 3, H, W)
     heat = torch.full((n, 3, H, W), 0.7)
-    out = GLMNAugment((H, W), pad=0, flip_p=0.0, erasing_p=0.5)(torch.cat([colour, heat]), torch.arange(2 * n) < n)
+    out, _ = GLMNAugment((H, W), pad=0, flip_p=0.0, erasing_p=0.5)(torch.cat([colour, heat]), torch.arange(2 * n) < n)
     for name in ("vis", "vis_ca", "ir"):
         varies = (out[name].flatten(2).amax(2) - out[name].flatten(2).amin(2)).amax(1) > 1e-6  # constant unless erased
         assert 160 < int(varies.sum()) < 240, name  # 200 +- 10

@@ -93,7 +93,13 @@ def test_every_method_is_one_spec_with_its_own_recipe_type():
         recipe = load_config("paper").fusion.recipe(name)
         assert type(recipe) is spec.recipe_type  # the profile's table, typed by the method's own class
     assert [n for n, s in METHODS.items() if s.needs_partners] == ["tsme"]
-    assert [n for n, s in METHODS.items() if s.view_augment is not None] == ["mscmnet", "glmn"]
+    from stage2_fusion.methods import build_view_augment
+
+    paper = load_config("paper")
+    own_views = [n for n in METHODS if build_view_augment(n, (32, 16), paper.fusion.recipe(n)) is not None]
+    assert own_views == ["mscmnet", "glmn"]  # the papers' layouts: one view per image for the others
+    caj = load_config("paper", overrides={"fusion": {"recipes": {n: {"views": "caj"} for n in ("agw", "tsme", "mso")}}})
+    assert all(type(build_view_augment(n, (32, 16), caj.fusion.recipe(n))).__name__ == "CajViews" for n in ("agw", "tsme", "mso"))
     assert sorted(n for n, s in METHODS.items() if s.takes_edges) == ["agw", "mso", "tsme"]
     # a modifier several methods accept is one object, reached through each spec
     assert METHODS["agw"].modifiers["graymix"] is METHODS["tsme"].modifiers["graymix"] is METHODS["mso"].modifiers["graymix"]

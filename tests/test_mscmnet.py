@@ -377,7 +377,7 @@ def test_augment_gives_four_normalised_views_of_the_right_rows():
     torch.manual_seed(0)
     images = torch.rand(5, 3, 32, 16)
     is_visible = torch.tensor([False, True, False, True, False])  # rows need not be sorted
-    views = MSCMNetAugment()(images, is_visible)
+    views, _ = MSCMNetAugment()(images, is_visible)
     assert set(views) == set(STREAMS)
     assert views["vis"].shape == views["vis_aug"].shape == (2, 3, 32, 16)
     assert views["ir"].shape == views["ir_aug"].shape == (3, 3, 32, 16)
@@ -385,7 +385,7 @@ def test_augment_gives_four_normalised_views_of_the_right_rows():
     for a, b in (("vis", "vis_aug"), ("ir", "ir_aug")):  # the two views of an image differ
         assert ((views[a] - views[b]).abs().amax(dim=(1, 2, 3)) > 0.1).all()
     # With its random steps off, "vis" and "ir_aug" are the normalised images of their rows.
-    plain = MSCMNetAugment(pad=0, flip_p=0.0, gray_p=0.0, erasing_p=0.0, brightness=0.0, channel_t_p=0.0)(images, is_visible)
+    plain, _ = MSCMNetAugment(pad=0, flip_p=0.0, gray_p=0.0, erasing_p=0.0, brightness=0.0, channel_t_p=0.0)(images, is_visible)
     assert torch.allclose(plain["vis"], (images[[1, 3]] - MEAN) / STD, atol=1e-6)
     assert torch.allclose(plain["ir_aug"], (images[[0, 2, 4]] - MEAN) / STD, atol=1e-6)
     with pytest.raises(TypeError):
@@ -396,7 +396,7 @@ def test_augment_gives_four_normalised_views_of_the_right_rows():
 
 def test_augment_erases_in_the_normalised_tensor_with_the_code_values():
     torch.manual_seed(0)
-    views = MSCMNetAugment()(torch.rand(40, 3, 32, 16), torch.ones(40, dtype=torch.bool))
+    views, _ = MSCMNetAugment()(torch.rand(40, 3, 32, 16), torch.ones(40, dtype=torch.bool))
     fill = torch.tensor(CAJ_ERASE_FILL).view(1, 3, 1, 1)
     erased = (views["vis"] == fill).all(dim=1)  # (B, H, W): pixels holding (0.4914, 0.4822, 0.4465)
     assert 0.3 < erased.flatten(1).any(dim=1).float().mean() < 0.7  # ChannelRandomErasing(probability=0.5)
@@ -417,7 +417,7 @@ def test_each_view_gets_the_transform_the_code_gives_it():
     n = 400
     images, rgb, v = _constant_batch(n, seed=0)
     is_visible = torch.arange(2 * n) < n
-    views = MSCMNetAugment(pad=0, erasing_p=0.0)(images, is_visible)
+    views, _ = MSCMNetAugment(pad=0, erasing_p=0.0)(images, is_visible)
     px = {k: t[:, :, :1, :1] for k, t in views.items()}  # every pixel is the same
 
     def norm(z: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import Recipe, probability
+from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,20 +81,35 @@ def from_gan_domain(y: torch.Tensor) -> torch.Tensor:
     return y.float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
+#: Training views: "single" (one augmented view per image, the common augmentation) or "caj"
+#: (CAJ's joint-learning layout, :class:`CajViews`: a plain and a channel-exchanged view of
+#: every visible image and one infrared view).
+VIEWS = ("single", "caj")
+
+
 @dataclass(frozen=True)
 class ColourRecipe(Recipe):
-    """The recipe keys of the common augmentation's colour options, for the methods that
-    offer them (AGW, MSO, TSME extend it).
+    """The recipe keys of the colour options, for the methods that offer them (AGW, MSO,
+    TSME extend it).
 
     Attributes:
         channel_aug: CAJ's channel exchange on half of the visible images (Ye et al., ICCV
             2021; :func:`channel_exchange`, p 0.5; not in AGW's, MSO's or TSME's recipe: false).
         gray_mix_p: ours: probability that a visible image becomes a random grey projection
             (:func:`random_gray_mix`; 0 in both profiles).
+        views: "single" (the paper's one view per image) or "caj" (CAJ's joint-learning
+            views, :class:`CajViews`; ablation modifier ``caj``); with "caj" the views bring
+            their own pad, crop, flip and CAJ's channel random erasing (``erasing_p``).
     """
 
     channel_aug: bool
     gray_mix_p: float = probability()
+    views: str
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.views not in VIEWS:
+            raise UserError(f"{where}.views '{self.views}' is unknown; use {' or '.join(repr(v) for v in VIEWS)}")
 
 
 def common_augment(size: tuple[int, int], recipe: Recipe) -> "ReidTrainAugment":
@@ -228,14 +244,16 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, fill: tuple[float, floa
 
     ``fill`` is written as it is, in the units of the tensor: GLMN erases its plain visible
     view before normalising (so in [0, 1] units), the other views and MSCMNet's after it.
+    An image stacked with its partner along the channels (B, 6, H, W) is erased in the same
+    rectangle in both, ``fill`` repeated (TSME's partner stays pixel-aligned).
 
-    Shapes: (B, 3, H, W) float -> (B, 3, H, W).
+    Shapes: (B, 3k, H, W) float -> (B, 3k, H, W).
 
     Raises:
-        ValueError: not (B, 3, H, W).
+        ValueError: not (B, 3k, H, W).
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1] == 0 or images.shape[1] % 3:
+        raise ValueError(f"expected (B, 3, H, W) images (or (B, 3k, H, W) stacks), got {tuple(images.shape)}")
     b, _, h, w = images.shape
     dev = images.device
     apply = torch.rand(b, device=dev) < p
@@ -253,7 +271,8 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, fill: tuple[float, floa
     in_rows = (r >= y0.unsqueeze(1)) & (r < (y0 + eh).unsqueeze(1))  # (B, H)
     in_cols = (c >= x0.unsqueeze(1)) & (c < (x0 + ew).unsqueeze(1))  # (B, W)
     mask = in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & (apply & ok.any(dim=1)).view(b, 1, 1)  # (B, H, W)
-    return torch.where(mask.unsqueeze(1), images.new_tensor(fill).view(1, 3, 1, 1), images)
+    fill_value = images.new_tensor(tuple(fill) * (images.shape[1] // 3)).view(1, -1, 1, 1)
+    return torch.where(mask.unsqueeze(1), fill_value, images)
 
 
 def _replicate_channel(images: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
@@ -368,3 +387,116 @@ def channel_t(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     apply = ~(torch.rand(b, device=images.device) > p)
     scale = 2.0 * (0.01 + 0.49 * torch.rand(b, 3, 1, 1, device=images.device))
     return torch.where(apply.view(b, 1, 1, 1), images * scale, images)
+
+
+# --------------------------------------------------------------------------- CAJ's joint-learning views
+
+#: Each training view's modality (the stem or network it goes through) and the views' row order.
+VIEW_MODALITY = {"vis": "vis", "vis_ca": "vis", "ir": "ir"}
+VIEW_ORDER = ("vis", "vis_ca", "ir")
+
+
+def view_rows(inputs: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """(B,) int64: the row of the loop's ``[vis; ir]`` image batch behind each output row of
+    a model fed ``inputs`` (views in :data:`VIEW_ORDER`), so that ``labels[view_rows(...)]``
+    are the views' labels (a "vis_ca" row has its image's label).
+
+    Raises:
+        ValueError: "vis" and "vis_ca" of different batch sizes.
+    """
+    vis_sizes = {inputs[s].shape[0] for s in ("vis", "vis_ca") if s in inputs}
+    if len(vis_sizes) > 1:
+        raise ValueError(f"'vis' and 'vis_ca' must be two views of the same images, got batch sizes {sorted(vis_sizes)}")
+    n_vis = vis_sizes.pop() if vis_sizes else 0
+    pieces = [torch.arange(n_vis, device=device) for s in ("vis", "vis_ca") if s in inputs]
+    if "ir" in inputs:
+        pieces.append(n_vis + torch.arange(inputs["ir"].shape[0], device=device))
+    return torch.cat(pieces)
+
+
+class CajViews(nn.Module):
+    """CAJ's joint-learning training views on whole batches (Ye et al., "Channel Augmented
+    Joint Learning for Visible-Infrared Recognition", ICCV 2021; mangye16/Cross-Modal-Re-ID-
+    baseline@e817a26 ``ICCV21_CAJ/data_loader.py`` ``SYSUData``, ``ChannelAug.py``).
+
+    Each visible image gives two views with independent crops and flips, each infrared
+    image one:
+
+    * ``"vis"`` (``transform_color``): pad + crop + flip, ImageNet normalisation, channel
+      random erasing (fill CAJ's mean). GLMN's copy (cq0907/GFMNet ``data_loader0.py``) erases
+      this view *before* normalising: ``erase_plain_before_normalising = True``;
+    * ``"vis_ca"`` (``transform_color1``): pad + crop + flip, normalisation, erasing,
+      :func:`channel_exchange` (``ChannelExchange(gray=2)``: R, G or B, every image);
+    * ``"ir"`` (``transform_thermal``): pad + crop + flip, normalisation, erasing,
+      :func:`adaptive_gray_caj` (``ChannelAdapGray(probability=0.5)``).
+
+    CAJ's batch is ``cat(vis, vis_ca)`` through the visible stem and ``ir`` through the
+    infrared one, labels ``cat(y_vis, y_vis, y_ir)`` (train_ext.py); :func:`view_rows` gives
+    that layout. With ``partners`` (TSME: every image's generated partner), each view's
+    partner gets that view's crop, flip and erasing rectangle (stacked along the channels),
+    not its colour operations: it stays pixel-aligned with its image.
+
+    Args:
+        size: (H, W) of the images.
+        pad: zero padding before the random crop (CAJ: 10).
+        flip_p: horizontal flip probability (CAJ: 0.5).
+        erasing_p: channel random erasing probability of every view (CAJ: 0.5).
+        gray_p: ChannelAdapGray probability on infrared images (CAJ: 0.5).
+        erase_plain_before_normalising: GLMN's order for the "vis" view (CAJ: False).
+
+    Shapes:
+        ``forward(images, is_visible, partners=None)``: images (2n, 3, H, W) float in [0, 1],
+        visible rows first; is_visible (2n,) bool; partners None or like images ->
+        (views {"vis": (n_v, 3, H, W), "vis_ca": (n_v, 3, H, W), "ir": (n_i, 3, H, W)},
+        normalised float, channels_last; and the partners' views alike, or None). Pass
+        ``is_visible`` on the CPU (the loop's ``~is_ir``) to avoid a host sync.
+
+    Raises:
+        TypeError: images not floating point. ValueError: wrong shapes or size, or visible
+            rows not first.
+    """
+
+    def __init__(self, size: tuple[int, int], pad: int = 10, flip_p: float = 0.5, erasing_p: float = 0.5, gray_p: float = 0.5,
+                 erase_plain_before_normalising: bool = False) -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.pad, self.flip_p, self.erasing_p, self.gray_p = pad, flip_p, erasing_p, gray_p
+        self.erase_plain_before_normalising = erase_plain_before_normalising
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, is_visible: torch.Tensor, partners: torch.Tensor | None = None):
+        if not images.is_floating_point():
+            raise TypeError(f"expected float images in [0, 1], got {images.dtype}")
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.size:
+            raise ValueError(f"expected (B, 3, {self.size[0]}, {self.size[1]}) images, got {tuple(images.shape)}")
+        if is_visible.dtype != torch.bool or is_visible.shape != images.shape[:1]:
+            raise ValueError(f"is_visible must be ({images.shape[0]},) bool, got {tuple(is_visible.shape)} {is_visible.dtype}")
+        if partners is not None and partners.shape != images.shape:
+            raise ValueError(f"partners must have the images' shape {tuple(images.shape)}, got {tuple(partners.shape)}")
+        n_vis = int(is_visible.sum())
+        if bool((is_visible != (torch.arange(is_visible.shape[0], device=is_visible.device) < n_vis)).any()):
+            raise ValueError("visible rows must come first in the batch")
+        n_ir = images.shape[0] - n_vis
+        stacked = images if partners is None else torch.cat([images, partners], dim=1)  # (2n, 3 or 6, H, W)
+        src = torch.cat([stacked[:n_vis], stacked[:n_vis], stacked[n_vis:]], dim=0)  # (2 n_v + n_i, 3 or 6, H, W)
+        vis, vis_ca, ir = pad_crop_flip(src, self.pad, self.flip_p).split([n_vis, n_vis, n_ir])
+        if self.erase_plain_before_normalising:
+            vis = _normalize_stack(random_erasing(vis, self.erasing_p))  # fill in [0, 1] units (GLMN)
+        else:
+            vis = random_erasing(_normalize_stack(vis), self.erasing_p)
+        vis_ca = random_erasing(_normalize_stack(vis_ca), self.erasing_p)
+        vis_ca = torch.cat([channel_exchange(vis_ca[:, :3]), vis_ca[:, 3:]], dim=1)  # the image's colours only
+        ir = random_erasing(_normalize_stack(ir), self.erasing_p)
+        ir = torch.cat([adaptive_gray_caj(ir[:, :3], self.gray_p), ir[:, 3:]], dim=1)
+        views = {"vis": vis, "vis_ca": vis_ca, "ir": ir}
+        out = {k: v[:, :3].contiguous(memory_format=torch.channels_last) for k, v in views.items()}
+        if partners is None:
+            return out, None
+        return out, {k: v[:, 3:].contiguous(memory_format=torch.channels_last) for k, v in views.items()}
+
+
+def _normalize_stack(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of an image, or of an image stacked with its partner (B, 6, H, W)."""
+    mean = x.new_tensor(IMAGENET_MEAN * (x.shape[1] // 3)).view(1, -1, 1, 1)
+    std = x.new_tensor(IMAGENET_STD * (x.shape[1] // 3)).view(1, -1, 1, 1)
+    return (x - mean) / std

@@ -111,7 +111,8 @@ def build_method(name: str, cfg: Config, num_classes: int) -> tuple[nn.Module, L
 
 def build_view_augment(name: str, size: tuple[int, int], recipe) -> nn.Module | None:
     """The method's own batched view augmentation, or None for the common one
-    (:class:`common.data.augment.ReidTrainAugment`)."""
+    (:class:`common.data.augment.ReidTrainAugment`); a builder may return None too (AGW and
+    TSME build CAJ's views only when their recipe asks for ``views = "caj"``)."""
     factory = method_spec(name).view_augment
     return None if factory is None else factory(size, recipe)
 

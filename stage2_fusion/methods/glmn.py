@@ -102,7 +102,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.augment import adaptive_gray_caj, channel_exchange, imagenet_normalize, pad_crop_flip, random_erasing
+from common.data.augment import VIEW_MODALITY, VIEW_ORDER, CajViews, view_rows
 from dataclasses import dataclass
 
 from common.config import Recipe, at_least
@@ -110,17 +110,14 @@ from common.errors import UserError
 from common.nets.resnet import Stem, init_resnet_, load_resnet_parts, make_layers, stage_channels
 from stage2_fusion.backbone import add_nonlocal_blocks, run_stage
 from stage2_fusion.layers import BNNeck, GeM, NonLocalBlock
-from stage2_fusion.losses import identity_loss, pairwise_euclidean
+from stage2_fusion.losses import adp_triplet_loss, identity_loss, pairwise_euclidean, per_view_rows
 from stage2_fusion.method_spec import MethodSpec, Modifier, modifiers
 
 LOCAL_DIM = 128  # G model_test0.py: nn.Conv2d(2048, 128, 1)
 ATTENTION_REDUCTION = 16  # G ChannelAttention: in_planes // 16 (its ``ratio`` argument is ignored)
 SPATIAL_KERNEL = 7  # G SpatialAttention default
-ADP_CLAMP = 44.0  # G loss.py TripletLoss_ADP0: clamp_max(diff_pow, 44) (CAJ uses 88)
+ADP_CLAMP = 44.0  # G loss.py TripletLoss_ADP0: clamp_max(diff_pow, 44) (CAJ loss.py TripletLoss_ADP: 88)
 
-# stream name -> modality-specific layers it runs through; canonical row order of a batch
-STREAM_MODALITY = {"vis": "vis", "vis_ca": "vis", "ir": "ir"}
-STREAM_ORDER = ("vis", "vis_ca", "ir")
 
 # The training recipe is [fusion.recipes.glmn] in common/profiles/paper.toml (288 x 144 input).
 
@@ -322,34 +319,18 @@ class GLMNNet(nn.Module):
         Raises:
             ValueError: an unknown stream name.
         """
-        unknown = set(inputs) - set(STREAM_MODALITY)
+        unknown = set(inputs) - set(VIEW_MODALITY)
         if unknown:
-            raise ValueError(f"GLMN has no layers for streams {sorted(unknown)}; streams are {list(STREAM_ORDER)}")
+            raise ValueError(f"GLMN has no layers for streams {sorted(unknown)}; streams are {list(VIEW_ORDER)}")
         parts = []
         for modality in ("vis", "ir"):
-            xs = [inputs[s] for s in STREAM_ORDER if s in inputs and STREAM_MODALITY[s] == modality]
+            xs = [inputs[s] for s in VIEW_ORDER if s in inputs and VIEW_MODALITY[s] == modality]
             if xs:
                 parts.append(self.specific[modality](torch.cat(xs, dim=0)))  # (B_m, 4w, H/4, W/4)
         x = self.afam(torch.cat(parts, dim=0))  # (B, 4w, H/4, W/4)
         x = run_stage(self, 2, x)  # (B, 8w, H/8, W/8)
         x = run_stage(self, 3, x)  # (B, 16w, H/16, W/16)
         return run_stage(self, 4, x)  # (B, 32w, H/16, W/16) at last stride 1
-
-    @staticmethod
-    def row_index(inputs: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-        """(B,) int64: output row -> row of the loop's ``[vis; ir]`` batch.
-
-        Raises:
-            ValueError: "vis" and "vis_ca" of different batch sizes.
-        """
-        vis_sizes = {inputs[s].shape[0] for s in ("vis", "vis_ca") if s in inputs}
-        if len(vis_sizes) > 1:
-            raise ValueError(f"'vis' and 'vis_ca' must be two views of the same images, got batch sizes {sorted(vis_sizes)}")
-        n_vis = vis_sizes.pop() if vis_sizes else 0
-        pieces = [torch.arange(n_vis, device=device) for s in ("vis", "vis_ca") if s in inputs]
-        if "ir" in inputs:
-            pieces.append(n_vis + torch.arange(inputs["ir"].shape[0], device=device))
-        return torch.cat(pieces)
 
     def forward(self, inputs: dict[str, torch.Tensor], partners: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         fmap = self.feature_map(inputs)  # (B, 32w, h, w)
@@ -358,7 +339,7 @@ class GLMNNet(nn.Module):
         return {
             "feat_pre_bn": feat_pre_bn, "feat_post_bn": feat_post_bn, "logits": logits,
             "local": self.local(fmap),  # (B, S, local_dim)
-            "row_index": self.row_index(inputs, fmap.device),
+            "row_index": view_rows(inputs, fmap.device),
         }
 
     @torch.no_grad()
@@ -397,47 +378,6 @@ class GLMNNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- losses
-
-
-def _softmax_weights(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """CAJ/G ``softmax_weights``: exp(v - max(v * mask)) * mask / (sum(...) + 1e-6)."""
-    max_v = (values * mask).max(dim=1, keepdim=True).values
-    e = torch.exp(values - max_v) * mask
-    return e / (e.sum(dim=1, keepdim=True) + 1e-6)
-
-
-def adp_triplet_loss(features: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, gamma: float = 1.0,
-                     square: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """CAJ's adaptive weighted triplet loss, as G ``TripletLoss_ADP0`` (global part).
-
-    With Euclidean distances d (sqrt(clamp(d^2, 1e-12))) over the whole batch:
-    fp_i = sum_j w+_ij d_ij, w+ = softmax of alpha d over positives (anchor included);
-    cn_i = sum_j w-_ij d_ij, w- = softmax of -alpha d over negatives (as WRT, which is
-    alpha = 1). Then
-    * ``square``: z_i = min(gamma (fp_i - cn_i)^2, 44), y_i = -1 if fp_i > cn_i else +1,
-      L = mean_i log(1 + exp(-y_i z_i)) (SoftMarginLoss);
-    * otherwise: L = mean_i log(1 + exp(gamma (fp_i - cn_i))).
-
-    Args:
-        features: (N, D) float, pre-BN features.
-        labels: (N,) int64.
-
-    Returns:
-        (loss scalar float32, distance matrix (N, N) float32, reused to mine hard examples).
-    """
-    dist = pairwise_euclidean(features.float())
-    same = labels.view(-1, 1).eq(labels.view(1, -1))
-    is_pos, is_neg = same.float(), (~same).float()
-    dist_ap, dist_an = dist * is_pos, dist * is_neg
-    furthest_positive = (dist_ap * _softmax_weights(dist_ap * alpha, is_pos)).sum(dim=1)
-    closest_negative = (dist_an * _softmax_weights(-dist_an * alpha, is_neg)).sum(dim=1)
-    if square:
-        z = (gamma * (furthest_positive - closest_negative).pow(2)).clamp(max=ADP_CLAMP)
-        y = torch.where(furthest_positive > closest_negative, -1.0, 1.0)
-        loss = F.softplus(-y * z).mean()
-    else:
-        loss = F.softplus(gamma * (furthest_positive - closest_negative)).mean()
-    return loss, dist
 
 
 def hard_example_indices(dist: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -555,13 +495,9 @@ def glmn_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
         ValueError: labels that match neither the outputs nor their ``row_index``.
     """
     logits = outputs["logits"]
-    if labels.shape[0] != logits.shape[0]:
-        row_index = outputs["row_index"]
-        if row_index.shape[0] != logits.shape[0]:
-            raise ValueError(f"{labels.shape[0]} labels for {logits.shape[0]} output rows and no matching row_index")
-        labels = labels[row_index]
+    labels, _ = per_view_rows(labels, is_ir, outputs)
     loss_id = identity_loss(logits, labels)
-    loss_adp, dist = adp_triplet_loss(outputs["feat_pre_bn"], labels, adp_alpha, adp_gamma, adp_square)
+    loss_adp, dist = adp_triplet_loss(outputs["feat_pre_bn"], labels, adp_alpha, adp_gamma, adp_square, clamp=ADP_CLAMP)
     loss_local = aligned_local_triplet_loss(outputs["local"], dist.detach(), labels, local_margin)
     total = recipe.id_weight * loss_id + recipe.wrt_weight * loss_adp + local_weight * loss_local
     acc = (logits.argmax(dim=1) == labels).float().mean()
@@ -571,58 +507,22 @@ def glmn_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
 # ----------------------------------------------------------------------------- augmentation
 
 
-class GLMNAugment(nn.Module):
-    """G's training views on whole batches (``data_loader0.py`` ``SYSUData``).
-
-    Each visible image gives two views with independent crops and flips, each infrared
-    image one:
-
-    * ``"vis"``: pad + crop + flip, erasing (value CAJ's mean, in [0, 1] units: G erases
-      before normalising this view), ImageNet normalisation;
-    * ``"vis_ca"``: pad + crop + flip, normalisation, erasing, CAJ channel exchange;
-    * ``"ir"``: pad + crop + flip, normalisation, erasing, CAJ ChannelAdapGray(0.5).
+class GLMNAugment(CajViews):
+    """G's training views on whole batches (``data_loader0.py`` ``SYSUData``): CAJ's
+    joint-learning views (:class:`common.data.augment.CajViews`: "vis", "vis_ca" with CAJ's
+    channel exchange, "ir" with ChannelAdapGray(0.5), channel random erasing on every view)
+    with G's one change, its plain visible view erased *before* normalising (the fill is then
+    CAJ's mean in [0, 1] units).
 
     Args:
         size: (H, W) of the images.
-        pad: zero padding before the random crop (G: 10).
-        flip_p: horizontal flip probability (G: 0.5).
-        erasing_p: random erasing probability of every view (G: 0.5).
-        gray_p: ChannelAdapGray probability on infrared images (G: 0.5).
+        pad, flip_p, erasing_p, gray_p: as CAJ's (G: 10, 0.5, 0.5, 0.5).
 
-    Shapes:
-        ``forward(images, is_visible)``: images (2n, 3, H, W) float in [0, 1], visible rows
-        first; is_visible (2n,) bool -> {"vis": (n_v, 3, H, W), "vis_ca": (n_v, 3, H, W),
-        "ir": (n_i, 3, H, W)}, normalised float, channels_last. Pass ``is_visible`` on the
-        CPU (the loop's ``~is_ir``) to avoid a host sync when counting visible rows.
-
-    Raises:
-        TypeError: images not floating point. ValueError: wrong shapes or size, or
-            visible rows not first.
+    Shapes: as :class:`common.data.augment.CajViews` (GLMN trains on no partners).
     """
 
     def __init__(self, size: tuple[int, int], pad: int = 10, flip_p: float = 0.5, erasing_p: float = 0.5, gray_p: float = 0.5) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.pad, self.flip_p, self.erasing_p, self.gray_p = pad, flip_p, erasing_p, gray_p
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor, is_visible: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not images.is_floating_point():
-            raise TypeError(f"expected float images in [0, 1], got {images.dtype}")
-        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.size:
-            raise ValueError(f"expected (B, 3, {self.size[0]}, {self.size[1]}) images, got {tuple(images.shape)}")
-        if is_visible.dtype != torch.bool or is_visible.shape != images.shape[:1]:
-            raise ValueError(f"is_visible must be ({images.shape[0]},) bool, got {tuple(is_visible.shape)} {is_visible.dtype}")
-        n_vis = int(is_visible.sum())
-        if bool((is_visible != (torch.arange(is_visible.shape[0], device=is_visible.device) < n_vis)).any()):
-            raise ValueError("visible rows must come first in the batch")
-        n_ir = images.shape[0] - n_vis
-        src = torch.cat([images[:n_vis], images[:n_vis], images[n_vis:]], dim=0)  # (2 n_v + n_i, 3, H, W)
-        vis, vis_ca, ir = pad_crop_flip(src, self.pad, self.flip_p).split([n_vis, n_vis, n_ir])
-        vis = imagenet_normalize(random_erasing(vis, self.erasing_p))  # fill in [0, 1] units: G erases this view before normalising
-        vis_ca = channel_exchange(random_erasing(imagenet_normalize(vis_ca), self.erasing_p))
-        ir = adaptive_gray_caj(random_erasing(imagenet_normalize(ir), self.erasing_p), self.gray_p)
-        return {name: t.contiguous(memory_format=torch.channels_last) for name, t in (("vis", vis), ("vis_ca", vis_ca), ("ir", ir))}
+        super().__init__(size, pad, flip_p, erasing_p, gray_p, erase_plain_before_normalising=True)
 
 
 @dataclass(frozen=True)

@@ -480,12 +480,15 @@ class MSCMNetAugment(nn.Module):
             settings (10, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5); tests switch single steps off.
 
     Shapes:
-        ``forward(images01 (2n, 3, H, W) float [0, 1], is_visible (2n,) bool)`` -> dict
-        {"vis", "vis_aug"}: (n_vis, 3, H, W) and {"ir", "ir_aug"}: (n_ir, 3, H, W),
-        ImageNet-normalised float, channels_last; rows in the batch order of each modality.
+        ``forward(images01 (2n, 3, H, W) float [0, 1], is_visible (2n,) bool)`` -> (views,
+        None): views {"vis", "vis_aug"}: (n_vis, 3, H, W) and {"ir", "ir_aug"}: (n_ir, 3, H, W),
+        ImageNet-normalised float, channels_last; rows in the batch order of each modality;
+        None: MSCMNet trains on no partners (the views' interface is
+        :class:`common.data.augment.CajViews`').
 
     Raises:
-        TypeError: non-float images or a non-bool ``is_visible``. ValueError: shapes.
+        TypeError: non-float images or a non-bool ``is_visible``. ValueError: shapes, or
+            partners given.
     """
 
     def __init__(self, pad: int = 10, flip_p: float = 0.5, gray_p: float = 0.5, erasing_p: float = 0.5, adap_gray_p: float = 0.5,
@@ -499,7 +502,10 @@ class MSCMNetAugment(nn.Module):
         return random_erasing(x, self.erasing_p) if self.erasing_p > 0 else x
 
     @torch.no_grad()
-    def forward(self, images01: torch.Tensor, is_visible: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images01: torch.Tensor, is_visible: torch.Tensor,
+                partners: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], None]:
+        if partners is not None:
+            raise ValueError("MSCMNet's views take no partners")
         if not images01.is_floating_point():
             raise TypeError(f"expected float images in [0, 1], got {images01.dtype}")
         if images01.ndim != 4 or images01.shape[1] != 3:
@@ -516,7 +522,7 @@ class MSCMNetAugment(nn.Module):
             "ir": adaptive_gray_mscmnet(self._geometry_and_normalise(ir), self.adap_gray_p),
             "ir_aug": channel_t(self._geometry_and_normalise(brightness_jitter(ir, self.brightness)), self.channel_t_p),
         }
-        return {name: v.contiguous(memory_format=torch.channels_last) for name, v in views.items()}
+        return {name: v.contiguous(memory_format=torch.channels_last) for name, v in views.items()}, None
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 
 from common.errors import UserError
 from common.config import at_least
-from common.data.augment import ColourRecipe
+from common.data.augment import CajViews, ColourRecipe, view_rows
 from stage2_fusion.backbone import build_backbone
 from stage2_fusion.edges import EDGE_MODIFIERS, EdgeRecipe, build_edge_branch
 from stage2_fusion.fusion import StripeHeads, modality_gate, pwif, stripes
 from stage2_fusion.layers import GeM
-from stage2_fusion.losses import hetero_centre_loss, identity_loss, wrt_loss
+from stage2_fusion.losses import hetero_centre_loss, identity_loss, per_view_rows, wrt_loss
 from stage2_fusion.method_spec import GRAYMIX, PARTNER_MODIFIERS, MethodSpec, Modifier, modifiers
 
 
@@ -131,7 +131,8 @@ class TSMENet(nn.Module):
             emb_r, log_r = self.real_heads(f_real)  # (2, B, d): real vis and real IR share these heads
             emb_g, log_g = self.generated_heads(f_gen)  # (2, B, d): generated IR and generated vis
             emb, logits = torch.cat([emb, emb_r, emb_g]), torch.cat([logits, log_r, log_g])
-        out = {"embeddings": emb, "logits": logits, "feat_pre_bn": self.gem(fused)}
+        out = {"embeddings": emb, "logits": logits, "feat_pre_bn": self.gem(fused),
+               "row_index": view_rows(inputs, fused.device)}  # the image row behind each output row
         if aux.get("pef"):
             out["pef"] = torch.stack(aux["pef"]).mean()
         return out
@@ -149,7 +150,11 @@ class TSMENet(nn.Module):
 
 
 def tsme_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: torch.Tensor, recipe) -> dict[str, torch.Tensor]:
-    """Sum over heads of ID + hc_weight * HC (+ wrt_weight * WRT on the fused GeM feature)."""
+    """Sum over heads of ID + hc_weight * HC (+ wrt_weight * WRT on the fused GeM feature).
+
+    With CAJ's views (``views = "caj"``) the labels and modalities of the loop's images are
+    spread over the views' rows (:func:`stage2_fusion.losses.per_view_rows`)."""
+    labels, is_ir = per_view_rows(labels, is_ir, outputs)
     logits, embeddings = outputs["logits"], outputs["embeddings"]
     n_heads = logits.shape[0]
     loss_id = sum(identity_loss(logits[h], labels) for h in range(n_heads))
@@ -166,9 +171,15 @@ def tsme_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, is_ir: tor
     return {**terms, "total": total, "acc": acc}
 
 
+def caj_views(size: tuple[int, int], recipe: TSMERecipe) -> CajViews | None:
+    """CAJ's joint-learning views, each with its partner, when the recipe asks for them
+    (``views = "caj"``, modifier ``caj``), else None (TSME's one view per image)."""
+    return CajViews(size, pad=recipe.pad, flip_p=recipe.flip_p, erasing_p=recipe.erasing_p) if recipe.views == "caj" else None
+
+
 SPEC = MethodSpec(
     name="tsme", summary="TSME (Liu et al., TCSVT 2022): real + generated streams, PwIF fusion, IAI heads; 10 x (ID + 0.5 HC)",
-    recipe_type=TSMERecipe, build=TSMENet, loss=tsme_loss, needs_partners=True,
+    recipe_type=TSMERecipe, build=TSMENet, loss=tsme_loss, needs_partners=True, view_augment=caj_views,
     modifiers=modifiers(
         *PARTNER_MODIFIERS,
         Modifier("noiai", "TSME without its IAI heads (the 6 fused heads only)", recipe={"iai": False}),
@@ -176,5 +187,7 @@ SPEC = MethodSpec(
         Modifier("paperstreams", "TSME's four independent ResNets", recipe={"streams": "paper"}),
         Modifier("agwstreams", "two AGW backbones (shared body, non-local blocks) instead of TSME's four ResNets", recipe={"streams": "agw"}),
         *EDGE_MODIFIERS, GRAYMIX,
+        Modifier("caj", "CAJ's channel-augmented joint-learning views (2 visible + 1 infrared, Ye et al., ICCV 2021), each view "
+                 "with its partner", recipe={"views": "caj", "erasing_p": 0.5}),
     ),
 )
