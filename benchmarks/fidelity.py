@@ -126,6 +126,7 @@ class Reference:
     files: dict[str, str]
     note: str = ""
     missing_hint: str = ""
+    subdir: str = ""  # the folder of the checkout its modules are imported from (CAJ: ICCV21_CAJ)
 
     @property
     def short(self) -> str:
@@ -138,6 +139,11 @@ REFERENCES: dict[str, Reference] = {
         {"model.py": "4284b95f157de7a1700119ba4db70d2708332469", "resnet.py": "551a88a4b2922866055703eb6c8c31816560098e",
          "loss.py": "4943b5f0eb728582ee54d654d6769a95e6c22345"},
         "these files are unchanged since 8c75491 (2020-01-02)"),
+    "caj": Reference(
+        "mangye16/Cross-Modal-Re-ID-baseline", "e817a2672c1e14e8802617acb980a79520ef9545",
+        {"ICCV21_CAJ/model.py": "4284b95f157de7a1700119ba4db70d2708332469", "ICCV21_CAJ/resnet.py": "551a88a4b2922866055703eb6c8c31816560098e",
+         "ICCV21_CAJ/loss.py": "fe07b4c655b646c157e3c0db5dee624a7717afc6"},
+        "CAJ's code lives in the AGW repository's ICCV21_CAJ/ folder; its model.py is AGW's, byte for byte", subdir="ICCV21_CAJ"),
     "tsme": Reference(
         "jnLreID/Revisiting-Modality-specific-Feature-Compensation-for-Visible-Infrared-Person-Re-Identification",
         "99bc54c205eb232f50ea524cb55a5c66ce89abe0",
@@ -839,6 +845,39 @@ class MSCMNetAdapter(AGWAdapter):
         return {k: out[k] for k in ("feat_pre_bn", "logits")}, {k: losses[k] for k in ("id", "qct", "total")}
 
 
+class CAJAdapter(AGWAdapter):
+    """CAJ = the ablation variant ``agw-caj`` (``AGWNet`` on CAJ's views + ``agw_loss`` with ADP)
+    vs ICCV21_CAJ/model.py ``embed_net``, loss.py ``TripletLoss_ADP``, train_ext.py."""
+
+    method = "caj"
+    views = ("vis", "vis_ca", "ir")
+    compared = (
+        "test features: ICCV21_CAJ/model.py embed_net(modal=1|2) eval outputs l2norm(x_pool), l2norm(feat) = our extract('pre'|'post')",
+        "losses: train_ext.py's CrossEntropyLoss(out0, labels) + TripletLoss_ADP(alpha=1, gamma=1, square=1)(feat, labels), "
+        "labels cat(label1, label1, label2), visible input cat(input10, input11) (plain and channel-exchanged views)",
+    )
+
+    def overrides(self, size):
+        o = super().overrides(size)
+        o["fusion"]["recipes"] = {"agw": {"views": "caj", "triplet": "adp", "erasing_p": 0.5}}  # the modifier caj
+        return o
+
+    def build_ours(self, size, num_classes):
+        return build_ours("agw", self.overrides(size), num_classes)  # CAJ is AGW's network with the caj modifier
+
+    def reference_train(self, ref, mods, b):
+        labels = torch.cat([b.labels_vis, b.labels_vis, b.labels_vis])  # cat(label1, label1, label2)
+        feat, logits = ref(torch.cat([b.x["vis"], b.x["vis_ca"]]), b.x["ir"])
+        loss_id = nn.CrossEntropyLoss()(logits, labels)
+        loss_tri, _ = mods["loss"].TripletLoss_ADP(alpha=1, gamma=1, square=1)(feat, labels)
+        return {"feat_pre_bn": feat, "logits": logits}, {"id": loss_id, "adp": loss_tri, "total": loss_id + loss_tri}
+
+    def our_train(self, model, loss_fn, recipe, b):
+        out = model({v: b.x[v] for v in self.views})
+        losses = loss_fn(out, b.labels, b.is_ir, recipe)
+        return {k: out[k] for k in ("feat_pre_bn", "logits")}, {k: losses[k] for k in ("id", "adp", "total")}
+
+
 class GLMNAdapter(MethodAdapter):
     """GLMN (``GLMNNet`` + ``glmn_loss``) vs GFMNet model_test0.py ``embed_net``, loss.py ``TripletLoss_ADP0``, train_ext_test0.py."""
 
@@ -928,7 +967,8 @@ class GLMNAdapter(MethodAdapter):
         return inputs, {k: losses[k] for k in ("id", "adp", "local", "total")}
 
 
-ADAPTERS: dict[str, type[MethodAdapter]] = {a.method: a for a in (AGWAdapter, TSMEAdapter, MSOAdapter, MSCMNetAdapter, GLMNAdapter)}
+ADAPTERS: dict[str, type[MethodAdapter]] = {a.method: a for a in (AGWAdapter, CAJAdapter, TSMEAdapter, MSOAdapter, MSCMNetAdapter,
+                                                                    GLMNAdapter)}
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -1087,7 +1127,7 @@ def run(method: str, reference_dir: Path, *, size: tuple[int, int] | None = None
     batch = make_batch(adapter.views, size, ids, per_id, generator)
     with Patches() as patches, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the references' deprecated calls (pretrained=, addmm_(beta, alpha, ...), init.constant)
-        with reference_imports(reference_dir, adapter.stubs(patches)) as load:
+        with reference_imports(reference_dir / REFERENCES[method].subdir, adapter.stubs(patches)) as load:
             mods = adapter.load(load, patches)
         torch.manual_seed(seed)
         ref = adapter.build_reference(mods, batch.num_classes, patches)

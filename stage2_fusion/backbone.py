@@ -61,6 +61,28 @@ def run_stage(module: nn.Module, stage: int, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def modality_runs(inputs: dict[str, torch.Tensor], known) -> list[tuple[str, torch.Tensor]]:
+    """The streams of ``inputs`` as runs of one modality, in order: consecutive streams whose
+    modality (:data:`common.data.augment.VIEW_MODALITY`; a stream's own name otherwise) is
+    the same are concatenated along the batch. ``{"vis", "vis_ca", "ir"}`` ->
+    ``[("vis", cat(vis, vis_ca)), ("ir", ir)]``; the rows keep the dict's order.
+
+    Raises:
+        ValueError: a stream whose modality is not in ``known`` (the stems or networks).
+    """
+    runs: list[tuple[str, list[torch.Tensor]]] = []
+    for name, x in inputs.items():
+        modality = VIEW_MODALITY.get(name, name)
+        if modality not in known:
+            raise ValueError(f"no stem for streams {sorted({VIEW_MODALITY.get(n, n) for n in inputs} - set(known))}; "
+                             f"this backbone has {list(known)}")
+        if runs and runs[-1][0] == modality:
+            runs[-1][1].append(x)
+        else:
+            runs.append((modality, [x]))
+    return [(modality, xs[0] if len(xs) == 1 else torch.cat(xs, dim=0)) for modality, xs in runs]
+
+
 class AGWBackbone(nn.Module):
     """Modality-specific stems + shared ResNet body with non-local blocks.
 
@@ -97,13 +119,12 @@ class AGWBackbone(nn.Module):
         return run_stage(self, stage, x)
 
     def forward_stems(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each stream through its modality's stem (a view such as CAJ's "vis_ca" through
-        its modality's, :data:`common.data.augment.VIEW_MODALITY`), concatenated along the
-        batch: (B, w, H/4, W/4)."""
-        unknown = {VIEW_MODALITY.get(name, name) for name in inputs} - set(self.stems)
-        if unknown:
-            raise ValueError(f"no stem for streams {sorted(unknown)}; this backbone has {list(self.stems)}")
-        return torch.cat([self.stems[VIEW_MODALITY.get(name, name)](x) for name, x in inputs.items()], dim=0)
+        """Each stream through its modality's stem, concatenated along the batch: (B, w, H/4, W/4).
+
+        Consecutive streams of one modality (CAJ's "vis" and "vis_ca" views,
+        :func:`modality_runs`) go through their stem as one batch, as CAJ's train_ext.py feeds
+        ``cat(input10, input11)`` to its visible module (one set of BatchNorm statistics)."""
+        return torch.cat([self.stems[modality](x) for modality, x in modality_runs(inputs, self.stems)], dim=0)
 
     def forward_body(self, x: torch.Tensor, after_layer3: StageHook | None = None, after_layer4: StageHook | None = None) -> torch.Tensor:
         """Shared layer1..layer4 (with non-local blocks); optional hooks after layer3/4.
@@ -164,12 +185,8 @@ class PerModalityBackbone(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor], after_layer3: StageHook | None = None, after_layer4: StageHook | None = None,
                 stem_hook: StemHook | None = None) -> torch.Tensor:
-        modality = {name: VIEW_MODALITY.get(name, name) for name in inputs}  # CAJ's "vis_ca" view: the visible network
-        unknown = set(modality.values()) - set(self.nets)
-        if unknown:
-            raise ValueError(f"no network for streams {sorted(unknown)}; this backbone has {list(self.nets)}")
-        return torch.cat([self.nets[modality[name]]({modality[name]: x}, after_layer3, after_layer4, stem_hook)
-                          for name, x in inputs.items()], dim=0)
+        return torch.cat([self.nets[modality]({modality: x}, after_layer3, after_layer4, stem_hook)
+                          for modality, x in modality_runs(inputs, self.nets)], dim=0)
 
     def load_imagenet(self, spec: str) -> int:
         """ImageNet ResNet-50 weights into every modality's network; returns tensors loaded."""

@@ -282,7 +282,7 @@ REFERENCE_DIR = os.environ.get("VIREID_REFERENCE_DIR", "")
 
 
 @pytest.mark.fidelity
-@pytest.mark.parametrize("method, edge", [("agw", None), ("tsme", None), ("mso", None), ("mso", "sobel"), ("mscmnet", None),
+@pytest.mark.parametrize("method, edge", [("agw", None), ("caj", None), ("tsme", None), ("mso", None), ("mso", "sobel"), ("mscmnet", None),
                                           ("glmn", None)])
 def test_fidelity_to_the_released_code(method, edge):
     if not REFERENCE_DIR:
