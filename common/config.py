@@ -98,6 +98,19 @@ class GanConfig:
         image_every: steps between TensorBoard image grids.
         seed: random seed of initialisation and sampling.
         amp: mixed precision on CUDA (ignored on CPU).
+        input: what the visible -> infrared generator sees: "gray" (TSME's ``Grayscale(3)``
+            copy) or "rgb" (the colour image; ours, ablation modifier ``rgbin``).
+        monitor_every: optimiser steps between scores of the generator on identities it never
+            trains on (aligned twins: L1, PSNR, SSIM, partner raw-pixel Rank-1; datasets with
+            twins only, i.e. the demo); 0 = never.
+        reid_id_weight, reid_triplet_weight: weights of the identity-aware translation losses
+            (ours, after AlignGAN; ablation modifier ``idgan``; :mod:`stage1_dsgan.identity`):
+            cross-entropy and triplet of the translations through frozen re-ID networks of
+            the target modality; 0 and 0 = TSME's DSGAN.
+        reid_margin: that triplet's margin (on L2-normalised features).
+        reid_pretrain_steps: Adam steps that train each re-ID network on real images first.
+        reid_ids_per_batch: P identities per GAN batch when the re-ID losses are on
+            (``batch_size / P`` images of each per modality).
     """
 
     encoder_layers: tuple[int, ...] = (3, 4, 6, 3)
@@ -122,6 +135,13 @@ class GanConfig:
     crop_scale: float = 1.0
     select_by: str = "two-sample"
     select_images: int = 200
+    input: str = "gray"
+    monitor_every: int = 0
+    reid_id_weight: float = 0.0
+    reid_triplet_weight: float = 0.0
+    reid_margin: float = 0.3
+    reid_pretrain_steps: int = 400
+    reid_ids_per_batch: int = 4
 
 
 @dataclass(frozen=True)
@@ -469,6 +489,14 @@ def _validate_ranges(cfg: Config) -> None:
         ("gan.max_nonfinite_steps", g.max_nonfinite_steps, g.max_nonfinite_steps >= 0, ">= 0"),
         ("gan.crop_scale", g.crop_scale, 1.0 <= g.crop_scale <= 2.0, "in [1, 2] (1: no resize-and-crop)"),
         ("gan.select_images", g.select_images, g.select_images >= 8, ">= 8 (the two-sample test needs images)"),
+        ("gan.monitor_every", g.monitor_every, g.monitor_every >= 0, ">= 0 (0: no curve)"),
+        ("gan.reid_id_weight", g.reid_id_weight, g.reid_id_weight >= 0, ">= 0"),
+        ("gan.reid_triplet_weight", g.reid_triplet_weight, g.reid_triplet_weight >= 0, ">= 0"),
+        ("gan.reid_margin", g.reid_margin, g.reid_margin >= 0, ">= 0"),
+        ("gan.reid_pretrain_steps", g.reid_pretrain_steps, g.reid_pretrain_steps >= 0, ">= 0"),
+        ("gan.reid_ids_per_batch", g.reid_ids_per_batch, not (g.reid_id_weight or g.reid_triplet_weight) or (
+            2 <= g.reid_ids_per_batch <= g.batch_size and g.batch_size % g.reid_ids_per_batch == 0),
+         "between 2 and gan.batch_size, dividing gan.batch_size, when the re-ID losses are on (K = batch_size / P images per identity)"),
         ("fusion.embed_dim", f.embed_dim, f.embed_dim >= 1, ">= 1"),
         ("fusion.num_stripes", f.num_stripes, f.num_stripes >= 1, ">= 1"),
         ("fusion.num_aux_stripes", f.num_aux_stripes, f.num_aux_stripes >= 1, ">= 1"),
@@ -539,6 +567,8 @@ def _validate(cfg: Config) -> Config:
                             "(or 0 x 0 for data.height x data.width)")
     if cfg.data.demo_physics not in ("nir", "thermal"):
         raise UserError(f"data.demo_physics '{cfg.data.demo_physics}' is unknown; use 'nir' or 'thermal'")
+    if cfg.gan.input not in ("gray", "rgb"):
+        raise UserError(f"gan.input '{cfg.gan.input}' is unknown; use 'gray' (TSME: the generator sees the visible image's gray copy) or 'rgb'")
     if cfg.gan.out_channels not in (1, 3):
         raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (gray output, default) or 3 (TSME's layout)")
     if cfg.fusion.amp_dtype not in AMP_DTYPES:
