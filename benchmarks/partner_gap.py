@@ -26,36 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.demo.writing import aligned_path, read_demo_info  # noqa: E402
 from common.datasets.sysu import read_id_list  # noqa: E402
 from common.data.images import read_image, to_grayscale_bt601  # noqa: E402
-from stage1_dsgan.evaluate import _translate_all  # noqa: E402
+from stage1_dsgan.evaluate import _translate_all, partner_rank1, partner_thumbnails  # noqa: E402
 from stage1_dsgan.generate import load_generators, make_translator  # noqa: E402
 
 VISIBLE_CAMS, INFRARED_CAMS = (1, 2, 4, 5), (3, 6)
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def thumbnails(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> float32 (N, 192): person-centred 24 x 8 gray thumbnails, centred, unit norm."""
-    out = []
-    for img in images:
-        lum = img.astype(np.float32) @ LUMA
-        h, w = lum.shape
-        person = Image.fromarray(lum[int(0.1 * h): int(0.95 * h), int(0.25 * w): int(0.75 * w)].astype(np.uint8))
-        out.append(np.asarray(person.resize((8, 24), Image.BILINEAR), np.float32).ravel())
-    z = np.stack(out)
-    z -= z.mean(axis=1, keepdims=True)
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-8)
-
-
-def rank1(query: np.ndarray, q_pid: np.ndarray, gallery: np.ndarray, g_pid: np.ndarray) -> float:
-    """Percent of queries whose most similar gallery thumbnail has their identity."""
-    return float(100.0 * np.mean(g_pid[np.argmax(query @ gallery.T, axis=1)] == q_pid))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     ir = np.stack([read_image(p, size) for p, _ in ir_paths])
     g_pid = np.array([pid for _, pid in vis_paths])
     q_pid = np.array([pid for _, pid in ir_paths])
-    query = thumbnails(ir)
+    query = partner_thumbnails(ir)
 
     def row(images: np.ndarray) -> dict[str, float]:
         l1 = float(np.abs(images.astype(np.float32) @ LUMA - twin.astype(np.float32) @ LUMA).mean() / 255.0)
-        return {"rank1": rank1(query, q_pid, thumbnails(images), g_pid), "l1_to_twin": l1}
+        return {"rank1": partner_rank1(query, q_pid, partner_thumbnails(images), g_pid), "l1_to_twin": l1}
 
     report = {"queries": len(ir), "gallery": len(vis), "identities": len(test_ids), "chance_rank1": 100.0 / len(test_ids),
               "gray": row(to_grayscale_bt601(vis)), "twin": row(twin), "gan": []}

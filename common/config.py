@@ -28,7 +28,7 @@ from typing import Any
 from common.errors import UserError
 from common.weights import NONE, Weights, WeightsKind
 
-PROFILES = ("demo", "paper")
+PROFILES = ("demo", "demo-full", "paper")
 AMP_DTYPES = ("bf16", "fp16")
 
 @dataclass(frozen=True)
@@ -78,6 +78,19 @@ class GanConfig:
         image_every: steps between TensorBoard image grids.
         seed: random seed of initialisation and sampling.
         amp: mixed precision on CUDA (ignored on CPU).
+        input: what the visible -> infrared generator sees: "gray" (TSME's ``Grayscale(3)``
+            copy) or "rgb" (the colour image; ours, ablation modifier ``rgbin``).
+        monitor_every: optimiser steps between scores of the generator on identities it never
+            trains on (aligned twins: L1, PSNR, SSIM, partner raw-pixel Rank-1; datasets with
+            twins only, i.e. the demo); 0 = never.
+        reid_id_weight, reid_triplet_weight: weights of the identity-aware translation losses
+            (ours, after AlignGAN; ablation modifier ``idgan``; :mod:`stage1_dsgan.identity`):
+            cross-entropy and triplet of the translations through frozen re-ID networks of
+            the target modality; 0 and 0 = TSME's DSGAN.
+        reid_margin: that triplet's margin (on L2-normalised features).
+        reid_pretrain_steps: Adam steps that train each re-ID network on real images first.
+        reid_ids_per_batch: P identities per GAN batch when the re-ID losses are on
+            (``batch_size / P`` images of each per modality).
     """
 
     encoder_layers: tuple[int, ...]
@@ -102,6 +115,13 @@ class GanConfig:
     crop_scale: float
     select_by: str
     select_images: int
+    input: str
+    monitor_every: int
+    reid_id_weight: float
+    reid_triplet_weight: float
+    reid_margin: float
+    reid_pretrain_steps: int
+    reid_ids_per_batch: int
 
 
 @dataclass(frozen=True)
@@ -374,6 +394,18 @@ def _profile_text(name: str) -> str:
     return resources.files("common").joinpath("profiles", f"{name}.toml").read_text()
 
 
+def profile_table(name: str) -> dict[str, Any]:
+    """A shipped profile's tables. A profile may start from another with ``extends = "<name>"``
+    and list only what it changes (``demo-full`` is ``demo`` with its schedules lengthened).
+
+    Raises:
+        UserError: unknown profile.
+    """
+    table = tomllib.loads(_profile_text(name))
+    base = table.pop("extends", None)
+    return merge_tables(profile_table(base), table) if base is not None else table
+
+
 def _read_toml_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass an existing TOML file to --config")
@@ -495,6 +527,14 @@ def _validate_ranges(cfg: Config) -> None:
         ("gan.max_nonfinite_steps", g.max_nonfinite_steps, g.max_nonfinite_steps >= 0, ">= 0"),
         ("gan.crop_scale", g.crop_scale, 1.0 <= g.crop_scale <= 2.0, "in [1, 2] (1: no resize-and-crop)"),
         ("gan.select_images", g.select_images, g.select_images >= 8, ">= 8 (the two-sample test needs images)"),
+        ("gan.monitor_every", g.monitor_every, g.monitor_every >= 0, ">= 0 (0: no curve)"),
+        ("gan.reid_id_weight", g.reid_id_weight, g.reid_id_weight >= 0, ">= 0"),
+        ("gan.reid_triplet_weight", g.reid_triplet_weight, g.reid_triplet_weight >= 0, ">= 0"),
+        ("gan.reid_margin", g.reid_margin, g.reid_margin >= 0, ">= 0"),
+        ("gan.reid_pretrain_steps", g.reid_pretrain_steps, g.reid_pretrain_steps >= 0, ">= 0"),
+        ("gan.reid_ids_per_batch", g.reid_ids_per_batch, not (g.reid_id_weight or g.reid_triplet_weight) or (
+            2 <= g.reid_ids_per_batch <= g.batch_size and g.batch_size % g.reid_ids_per_batch == 0),
+         "between 2 and gan.batch_size, dividing gan.batch_size, when the re-ID losses are on (K = batch_size / P images per identity)"),
         ("fusion.max_nonfinite_steps", f.max_nonfinite_steps, f.max_nonfinite_steps >= 0, ">= 0"),
         ("eval.trials", e.trials, e.trials >= 1, ">= 1"),
         ("eval.batch_size", e.batch_size, e.batch_size >= 1, ">= 1"),
@@ -510,6 +550,8 @@ def _validate(cfg: Config, methods: MethodCatalogue) -> Config:
         recipe.check(f"fusion.recipes.{method}")
     if cfg.data.demo_physics not in ("nir", "thermal"):
         raise UserError(f"data.demo_physics '{cfg.data.demo_physics}' is unknown; use 'nir' or 'thermal'")
+    if cfg.gan.input not in ("gray", "rgb"):
+        raise UserError(f"gan.input '{cfg.gan.input}' is unknown; use 'gray' (TSME: the generator sees the visible image's gray copy) or 'rgb'")
     if cfg.gan.out_channels not in (1, 3):
         raise UserError(f"gan.out_channels {cfg.gan.out_channels}: use 1 (a gray output) or 3 (TSME's layout)")
     if cfg.fusion.amp_dtype not in AMP_DTYPES:
@@ -588,7 +630,7 @@ def resolve_table(profile: str = "demo", config_file: Path | None = None, overri
     Raises:
         UserError: unknown profile, missing or invalid file.
     """
-    table = tomllib.loads(_profile_text(profile))
+    table = profile_table(profile)
     table["profile"] = profile
     if config_file is not None:
         table = merge_tables(table, _read_toml_file(Path(config_file)))

@@ -516,13 +516,17 @@ def eval_gan_cmd(
     else:
         from pipelines.commands import checkpoint_splits
 
+        twins = spec.aligned_twins is not None  # the demo: every visible image has its infrared twin
         _, splits, _ = checkpoint_splits(checkpoint, dataset, data_root, split=_split(int(split), trial), cache_dir=cache_dir,
-                                         with_test=False, kind="dsgan")
-        if spec.aligned_twins is not None:  # the demo: every visible image has its infrared twin
+                                         with_test=twins, kind="dsgan")
+        if twins:  # scored on the test identities, which the GAN never saw
+            from pipelines.stages import partner_probe
             from stage1_dsgan.evaluate import evaluate_gan_pairs
 
-            result = evaluate_gan_pairs(checkpoint, spec.aligned_twins(splits.index.root, splits.index.train), dev)
-            what = f"{dataset} training split: {result['pairs']} visible images against their aligned infrared twins"
+            result = evaluate_gan_pairs(checkpoint, spec.aligned_twins(splits.index.root, splits.index.test), dev,
+                                        probe=partner_probe(splits))
+            what = (f"{dataset} test identities (never trained on): {result['pairs']} visible images against their aligned infrared "
+                    "twins; partner R-1: raw-pixel Rank-1 of the infrared test images against the partners")
         else:
             result = evaluate_gan_on_split(checkpoint, splits.train, dev)
             what = f"{dataset} training split, {result['images']['vis']} visible / {result['images']['ir']} infrared held-out images"
@@ -531,12 +535,14 @@ def eval_gan_cmd(
         return
     _print(f"{what} at {result['image_size'][0]}x{result['image_size'][1]}")
     cols = [("L1 (0-1)", "l1", 10, ".4f"), ("PSNR dB", "psnr", 10, ".2f"), ("SSIM", "ssim", 8, ".4f"),
-            ("2-sample v->i", "two_sample_vis2ir", 15, ".3f"), ("2-sample i->v", "two_sample_ir2vis", 15, ".3f")]
+            ("partner R-1", "partner_rank1", 13, ".2f"), ("2-sample v->i", "two_sample_vis2ir", 15, ".3f"),
+            ("2-sample i->v", "two_sample_ir2vis", 15, ".3f")]
     cols = [c for c in cols if c[1] in result["model"]]
     _print(f"{'':>28}" + "".join(f"{name:>{w}}" for name, _, w, _ in cols))
-    for name, key in (("DSGAN", "model"), ("grayscale visible (baseline)", "baseline")):
+    rows = [("DSGAN", "model"), ("grayscale visible (baseline)", "baseline")] + ([("aligned twin (oracle)", "twin")] if "twin" in result else [])
+    for name, key in rows:
         r = result[key]
-        _print(f"{name:>28}" + "".join(f"{r[k]:>{w}{fmt}}" for _, k, w, fmt in cols))
+        _print(f"{name:>28}" + "".join(f"{r[k]:>{w}{fmt}}" if k in r else f"{'-':>{w}}" for _, k, w, fmt in cols))
     _print("two-sample: held-out accuracy of a small classifier telling real from translated images (0.5 = indistinguishable)")
 
 

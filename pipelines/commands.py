@@ -67,8 +67,11 @@ def train_gan_command(cfg: Config, dataset: str, data_root: Path | None, run_dir
     from common.config import require_pretrained_choice
     from common.demo.standin import resolve_standins
 
+    from common.datasets import dataset_spec
+
     require_pretrained_choice(cfg, gan=True, fusion=False)
-    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=False, split=split)
+    probe_wanted = cfg.gan.monitor_every > 0 and dataset_spec(dataset).aligned_twins is not None  # test identities: the partner probe
+    splits = load_splits(cfg, dataset, data_root, cache_dir=cache_dir, with_test=probe_wanted, split=split)
     cfg = resolve_standins(cfg, device, gan=True, fusion=False, vgg16=False)
     run_dir = run_dir or default_run_dir(dataset, split, "gan", cfg.profile)
     write_run_config(cfg, run_dir)

@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from common.checkpoint import file_sha256
-from common.data.augment import to_gan_domain
 from common.data.partner_cache import PartnerCache
 from common.errors import UserError
 
@@ -116,7 +115,9 @@ class GeneratedPartner(nn.Module):
     """A frozen DSGAN generator's partner of one modality's batch, as a module (inference, export).
 
     The same arithmetic as the protocol's partners (:func:`stage1_dsgan.generate.make_translator`
-    then the uint8 partner store): BT.601 gray in [-1, 1] -> generator -> ``round((y + 1) *
+    then the uint8 partner store): the generator's own input in [-1, 1] (BT.601 gray, or the
+    colour image for a visible -> infrared generator trained with ``gan.input = "rgb"``:
+    :meth:`stage1_dsgan.networks.DSGANGenerator.prepare`) -> generator -> ``round((y + 1) *
     127.5)`` clamped to 0-255 -> / 255.
 
     Args:
@@ -131,7 +132,7 @@ class GeneratedPartner(nn.Module):
         self.generator = generator
 
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        y = self.generator(to_gan_domain(images01))  # (B, 3, H, W) in [-1, 1]
+        y = self.generator(self.generator.prepare(images01))  # (B, 3, H, W) in [-1, 1]
         return torch.round((y.float() + 1.0) * 127.5).clamp(0.0, 255.0) / 255.0  # uint8 levels, as the partner store
 
 

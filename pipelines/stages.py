@@ -124,12 +124,38 @@ def file_numbers(samples) -> np.ndarray:
     return out
 
 
+def partner_probe(splits: Splits):
+    """What stage 1's partners carry, measured while it trains: the test identities (never
+    trained on) of a dataset that renders every visible image's infrared twin (the demo's
+    ``aligned_nir/``; :attr:`common.datasets.DatasetSpec.aligned_twins`), as a
+    :class:`stage1_dsgan.evaluate.PartnerProbe`; None for any other dataset or without a
+    decoded test split.
+
+    Raises:
+        UserError: a demo without twins (made before generator version 3).
+    """
+    from common.data.images import read_image
+    from stage1_dsgan.evaluate import PartnerProbe
+
+    if splits.spec.aligned_twins is None or splits.test is None:
+        return None
+    test = splits.test
+    size = tuple(test.images.shape[1:3])
+    vis, ir = np.flatnonzero(~test.is_ir), np.flatnonzero(test.is_ir)
+    twins = [twin for _, twin in splits.spec.aligned_twins(splits.index.root, splits.index.test)]  # visible samples, in order
+    return PartnerProbe(np.asarray(test.images[vis]), np.stack([read_image(t, size) for t in twins]), test.pids[vis],
+                        np.asarray(test.images[ir]), test.pids[ir])
+
+
 def train_gan_stage(cfg: Config, splits: Splits, run_dir: Path, device: torch.device) -> Path:
     """Stage 1 into ``<run>/gan``; returns ``gan.pt``. The caller checked the weights choice
-    (:func:`common.config.require_pretrained_choice`) once."""
+    (:func:`common.config.require_pretrained_choice`) once. With ``gan.monitor_every`` the
+    generator is scored every so many steps on :func:`partner_probe` (when the dataset has one)."""
     from stage1_dsgan.train import train_gan
 
-    return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name, aligned=splits.spec.aligned)
+    probe = partner_probe(splits) if cfg.gan.monitor_every else None
+    return train_gan(cfg, splits.train, Path(run_dir) / "gan", device, dataset=splits.index.name, aligned=splits.spec.aligned,
+                     probe=probe)
 
 
 def partner_cache_stage(gan_path: Path, splits: Splits, out: Path, device: torch.device, *, shard_size: int = 1024) -> PartnerCache:

@@ -17,10 +17,20 @@ on one luminance channel in [0, 1]:
 
 :func:`evaluate_gan_on_split` scores the two-sample test alone on any dataset's training
 split (no aligned pairs needed), on the images the GAN held out for choosing its epoch.
+
+What a partner carries for re-ID, without any network (:func:`partner_rank1`): every real
+infrared image of a set of identities is a query against the visible images of the same
+identities, each represented by its partner (the translation, its gray copy, or its aligned
+twin); person-centred 24 x 8 gray thumbnails, mean-centred and L2-normalised, are ranked by
+cosine, and Rank-1 is the percentage of queries whose nearest thumbnail shows their
+identity. :class:`PartnerProbe` scores a generator this way and against the aligned twins
+(L1, PSNR, SSIM) on identities it never trained on, every ``gan.monitor_every`` steps.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +38,19 @@ import kornia
 import numpy as np
 import torch
 
-from common.data.augment import to_float_images
+from common.data.augment import from_gan_domain, to_float_images
 from common.datasets.pairs import aligned_pairs, split_pairs
 from common.errors import UserError
 from common.data.images import read_image, to_grayscale_bt601
 from stage1_dsgan.generate import load_generators, make_translator
 from stage1_dsgan.realism import two_sample_score
 from stage1_dsgan.select import held_out_indices
+
+
+#: The person-centred crop of :func:`partner_thumbnails`: rows 10-95 %, columns 25-75 % of the image.
+THUMBNAIL_CROP = ((0.10, 0.95), (0.25, 0.75))
+THUMBNAIL_SIZE = (24, 8)  # (H, W) pixels
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601
 
 
 def _scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -77,13 +93,20 @@ def evaluate_gan(checkpoint: Path, data_root: Path, device: torch.device, *, hel
 
 
 @torch.no_grad()
-def evaluate_gan_pairs(checkpoint: Path, pairs: list[tuple[Path, Path]], device: torch.device, *, batch_size: int = 16) -> dict[str, Any]:
+def evaluate_gan_pairs(checkpoint: Path, pairs: list[tuple[Path, Path]], device: torch.device, *, batch_size: int = 16,
+                       probe: "PartnerProbe | None" = None) -> dict[str, Any]:
     """Score a DSGAN on (visible image, pixel-aligned real infrared image) file pairs: an
     aligned folder's, or the demo's visible images with their ``aligned_nir`` twins (same
     scene rendered in near-infrared, :mod:`common.demo`).
 
+    Args:
+        probe: the same visible images with identities and real infrared queries (the demo's
+            test split, :func:`pipelines.stages.partner_probe`): adds the partners' raw-pixel
+            Rank-1 (:func:`partner_rank1`) to ``model`` and ``baseline``, and the twins' own
+            scores as ``twin`` (the oracle).
+
     Returns:
-        As :func:`evaluate_gan`.
+        As :func:`evaluate_gan` (plus ``twin`` with a probe).
 
     Raises:
         UserError: missing/invalid checkpoint, unreadable images, no pairs.
@@ -102,7 +125,14 @@ def evaluate_gan_pairs(checkpoint: Path, pairs: list[tuple[Path, Path]], device:
     model, baseline = _scores(_luma(fake_ir), target), _scores(_luma(vis), target)
     model.update(_two_sample(vis, ir, fake_ir, fake_vis))
     baseline.update(_two_sample(vis, ir, to_grayscale_bt601(vis), ir))
-    return {"model": model, "baseline": baseline, "pairs": len(pairs), "image_size": list(size), "checkpoint": str(checkpoint)}
+    result = {"model": model, "baseline": baseline, "pairs": len(pairs), "image_size": list(size), "checkpoint": str(checkpoint)}
+    if probe is not None:
+        if len(probe.visible) != len(vis):
+            raise ValueError(f"the probe holds {len(probe.visible)} visible images, the pairs {len(vis)}: they must be the same images")
+        model["partner_rank1"] = probe.score_partners(fake_ir)["partner_rank1"]
+        baseline["partner_rank1"] = probe.score_partners(to_grayscale_bt601(vis))["partner_rank1"]
+        result["twin"] = probe.score_partners(ir)
+    return result
 
 
 def _translate_all(translate, images: np.ndarray, *, is_ir: bool, batch_size: int) -> np.ndarray:
@@ -154,3 +184,112 @@ def evaluate_gan_on_split(checkpoint: Path, split, device: torch.device, *, batc
     fake_vis = _translate_all(translate, ir, is_ir=True, batch_size=batch_size)
     return {"model": _two_sample(vis, ir, fake_ir, fake_vis), "baseline": _two_sample(vis, ir, to_grayscale_bt601(vis), ir),
             "images": {"vis": len(vis), "ir": len(ir)}, "image_size": list(gens.image_size), "checkpoint": str(checkpoint)}
+
+
+# ----------------------------------------------------------------------------- partners for re-ID
+
+
+def partner_thumbnails(images: np.ndarray) -> np.ndarray:
+    """Person-centred gray thumbnails for raw-pixel matching.
+
+    Each image's BT.601 luma is cropped to :data:`THUMBNAIL_CROP` (the person, without most
+    of the background), resized bilinearly to :data:`THUMBNAIL_SIZE` (24 x 8), flattened,
+    mean-centred and L2-normalised, so that the dot product of two thumbnails is the cosine
+    of their centred pixels (a normalised cross-correlation).
+
+    Args:
+        images: uint8 (N, H, W, 3).
+
+    Returns:
+        float32 (N, 192), unit rows (all-zero rows stay zero).
+    """
+    from PIL import Image
+
+    (r0, r1), (c0, c1) = THUMBNAIL_CROP
+    th, tw = THUMBNAIL_SIZE
+    out = np.empty((len(images), th * tw), np.float32)
+    for i, img in enumerate(images):
+        lum = img.astype(np.float32) @ _LUMA_WEIGHTS  # (H, W)
+        h, w = lum.shape
+        person = Image.fromarray(lum[int(r0 * h): int(r1 * h), int(c0 * w): int(c1 * w)].astype(np.uint8))
+        out[i] = np.asarray(person.resize((tw, th), Image.BILINEAR), np.float32).ravel()
+    out -= out.mean(axis=1, keepdims=True)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
+
+
+def partner_rank1(query: np.ndarray, query_pids: np.ndarray, gallery: np.ndarray, gallery_pids: np.ndarray) -> float:
+    """Raw-pixel Rank-1 in percent: how often a query's most similar gallery thumbnail has its identity.
+
+    Args:
+        query: float32 (M, D) unit rows (:func:`partner_thumbnails` of the real infrared queries).
+        query_pids: (M,) identities. gallery: float32 (N, D) unit rows (of the partners).
+        gallery_pids: (N,) identities.
+
+    Returns:
+        float in [0, 100]; chance is 100 / #identities. Ties go to the first gallery row.
+    """
+    return float(100.0 * np.mean(gallery_pids[np.argmax(query @ gallery.T, axis=1)] == query_pids))
+
+
+def aligned_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """L1, PSNR and SSIM of images against their pixel-aligned targets, on luminance in [0, 1].
+
+    Args:
+        pred, target: uint8 (N, H, W, 3), same shape (e.g. translations and aligned twins).
+
+    Returns:
+        ``{"l1": mean |pred - target| in [0, 1], "psnr": mean per-image PSNR in dB,
+        "ssim": mean SSIM (11 x 11 Gaussian window)}``.
+    """
+    return _scores(_luma(np.ascontiguousarray(pred)), _luma(np.ascontiguousarray(target)))
+
+
+@dataclass(frozen=True)
+class PartnerProbe:
+    """Identities a generator never trained on, with aligned twins: what its partners carry.
+
+    Attributes:
+        visible: uint8 (N, H, W, 3) visible images (translated to infrared when scored).
+        twins: uint8 (N, H, W, 3) their aligned infrared twins (the same scene seen by the
+            infrared camera; the demo's ``aligned_nir/``).
+        visible_pids: (N,) identities of ``visible``.
+        infrared: uint8 (M, H, W, 3) real infrared images of the same identities (the queries).
+        infrared_pids: (M,) their identities.
+    """
+
+    visible: np.ndarray
+    twins: np.ndarray
+    visible_pids: np.ndarray
+    infrared: np.ndarray
+    infrared_pids: np.ndarray
+
+    @cached_property
+    def query_thumbnails(self) -> np.ndarray:
+        return partner_thumbnails(self.infrared)
+
+    def score_partners(self, partners: np.ndarray) -> dict[str, float]:
+        """L1 / PSNR / SSIM of ``partners`` (uint8 (N, H, W, 3), one per visible image)
+        against the twins, and their raw-pixel Rank-1 (``partner_rank1``) as the gallery."""
+        return {**aligned_scores(partners, self.twins),
+                "partner_rank1": partner_rank1(self.query_thumbnails, self.infrared_pids, partner_thumbnails(partners),
+                                               self.visible_pids)}
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """The same scores for the gray copy (what ``tsme-gray`` pairs with) and for the twins
+        themselves (the oracle: L1 0, Rank-1 the upper bound of any partner)."""
+        return {"gray": self.score_partners(to_grayscale_bt601(self.visible)), "twin": self.score_partners(self.twins)}
+
+    @torch.no_grad()
+    def score_generator(self, g_vis2ir: torch.nn.Module, device: torch.device, batch_size: int = 128) -> dict[str, float]:
+        """Translate :attr:`visible` with ``g_vis2ir`` (eval mode, its own input,
+        :meth:`stage1_dsgan.networks.DSGANGenerator.prepare`) and :meth:`score_partners`;
+        the generator's train/eval mode is restored."""
+        was_training = g_vis2ir.training
+        g_vis2ir.eval()
+        try:
+            fake = [from_gan_domain(g_vis2ir(g_vis2ir.prepare(to_float_images(torch.from_numpy(
+                np.ascontiguousarray(self.visible[b: b + batch_size])), device)))).numpy()
+                for b in range(0, len(self.visible), batch_size)]
+        finally:
+            g_vis2ir.train(was_training)
+        return self.score_partners(np.concatenate(fake))

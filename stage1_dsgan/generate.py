@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.data.array_cache import ArraySplit
-from common.data.augment import from_gan_domain, to_float_images, to_gan_domain
+from common.data.augment import from_gan_domain, to_float_images
 from common.checkpoint import file_sha256, load_checkpoint
 from common.errors import UserError
 from common.data.partner_cache import PartnerCacheInputs, PartnerCacheWriter
@@ -51,7 +51,9 @@ def load_generators(path: Path, device: torch.device) -> Generators:
     gan = state["gan"]
     gens = []
     for name in ("g_vis2ir", "g_ir2vis"):
-        g = DSGANGenerator(gan["base_width"], tuple(gan["encoder_layers"]), gan.get("out_channels", 3))  # 3: checkpoints before it existed
+        # 3 channels and gray input: checkpoints written before those options existed
+        g = DSGANGenerator(gan["base_width"], tuple(gan["encoder_layers"]), gan.get("out_channels", 3),
+                           gan.get("input", "gray") if name == "g_vis2ir" else "gray")
         g.load_state_dict(state[name])
         gens.append(g.to(device).eval().requires_grad_(False))
     return Generators(gens[0], gens[1], tuple(state["image_size"]), path, file_sha256(path))
@@ -71,14 +73,13 @@ def make_translator(gens: Generators, device: torch.device, amp: bool = True) ->
 
     @torch.no_grad()
     def translate(images: torch.Tensor, is_ir: torch.Tensor) -> torch.Tensor:
-        x = to_gan_domain(to_float_images(images, device))
+        x = to_float_images(images, device)  # (B, 3, H, W) in [0, 1]
         out = torch.empty_like(x)
         is_ir = is_ir.to(device)
         with autocast(device, amp):
-            if (~is_ir).any():
-                out[~is_ir] = gens.g_vis2ir(x[~is_ir]).to(out.dtype)
-            if is_ir.any():
-                out[is_ir] = gens.g_ir2vis(x[is_ir]).to(out.dtype)
+            for generator, rows in ((gens.g_vis2ir, ~is_ir), (gens.g_ir2vis, is_ir)):
+                if rows.any():
+                    out[rows] = generator(generator.prepare(x[rows])).to(out.dtype)  # each generator's own input
         return from_gan_domain(out)
 
     return translate

@@ -18,6 +18,13 @@ Generator (per direction, visible-gray -> infrared and infrared -> visible-gray)
   CycleGAN implementation its GAN path names (eriklindernoren/PyTorch-GAN), whose images
   are normalised to [-1, 1] and whose generators end in tanh, so that outputs are
   bounded and map to uint8 without clipping surprises;
+* input (``input_mode``): TSME's data_loader.py feeds both generators the ``Grayscale(3)``
+  copy of a visible image (``"gray"``, the default: BT.601 luma replicated to 3 channels).
+  ``"rgb"`` (an option of ours, ``gan.input``) lets the visible -> infrared generator see the
+  colour image: near-infrared reflectance depends on the dye, not on its visible luminance
+  (two dyes of one gray can be far apart at 850 nm), so a gray input has lost what the
+  translation needs. The infrared -> visible generator always sees infrared (3 equal
+  channels, where both modes give the same tensor);
 * output channels: both domains of the translation (visible *grayscale* and infrared) are
   gray images with three equal channels, so by default (``out_channels = 1``) the last
   transposed convolution has one output channel, replicated to three: a translation can
@@ -38,7 +45,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.data.augment import to_gan_domain
 from common.nets.resnet import Bottleneck, Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+
+
+#: What the visible -> infrared generator sees (``gan.input``): TSME's gray copy, or the colour image.
+GAN_INPUTS = ("gray", "rgb")
 
 
 def init_weights_normal_(module: nn.Module) -> None:
@@ -70,21 +82,27 @@ class DSGANGenerator(nn.Module):
         base_width: w, the stem width (64 = ResNet-50); every width scales with it.
         encoder_layers: bottlenecks per encoder stage ((3, 4, 6, 3) = ResNet-50).
         out_channels: 1 (a gray output replicated to 3 channels; default) or 3 (TSME).
+        input_mode: "gray" (TSME: the BT.601 copy replicated to 3 channels) or "rgb" (the
+            colour image); :meth:`prepare` turns an image into this input.
 
     Shapes:
-        input (B, 3, H, W) float in [-1, 1] (grayscale replicated to 3 channels);
+        input (B, 3, H, W) float in [-1, 1] (:meth:`prepare` of an image in [0, 1]);
         output (B, 3, H, W) float in [-1, 1], three equal channels when out_channels = 1.
         H and W must be multiples of 16.
 
     Raises:
-        ValueError: out_channels not 1 or 3.
+        ValueError: out_channels not 1 or 3; input_mode not "gray" or "rgb".
     """
 
-    def __init__(self, base_width: int = 64, encoder_layers: tuple[int, ...] = (3, 4, 6, 3), out_channels: int = 1) -> None:
+    def __init__(self, base_width: int = 64, encoder_layers: tuple[int, ...] = (3, 4, 6, 3), out_channels: int = 1,
+                 input_mode: str = "gray") -> None:
         super().__init__()
         if out_channels not in (1, 3):
             raise ValueError(f"out_channels must be 1 (gray) or 3 (TSME), got {out_channels}")
+        if input_mode not in GAN_INPUTS:
+            raise ValueError(f"input_mode must be one of {GAN_INPUTS}, got {input_mode!r}")
         self.out_channels = out_channels
+        self.input_mode = input_mode
         w = base_width
         c1, c2, c3, c4 = stage_channels(w)  # 4w, 8w, 16w, 32w
         self.stem = Stem(w)
@@ -98,6 +116,22 @@ class DSGANGenerator(nn.Module):
         self.up4 = _upsample(2 * w, w)  # -> H/2
         self.deconv5 = nn.ConvTranspose2d(w, out_channels, 4, 2, 1, bias=False)  # -> (out_channels, H, W)
         init_weights_normal_(self)
+
+    def prepare(self, images01: torch.Tensor) -> torch.Tensor:
+        """An image batch as this generator's input.
+
+        Args:
+            images01: (B, 3, H, W) float in [0, 1], RGB (visible) or 3 equal channels
+                (infrared).
+
+        Returns:
+            (B, 3, H, W) float in [-1, 1]: the BT.601 gray copy replicated to 3 channels
+            (``input_mode = "gray"``, :func:`common.data.augment.to_gan_domain`) or the image
+            itself (``"rgb"``); both are the same tensor for an infrared image.
+        """
+        if self.input_mode == "gray":
+            return to_gan_domain(images01)
+        return images01.mul(2.0).sub(1.0).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % 16 or x.shape[3] % 16:
@@ -162,15 +196,20 @@ class PatchDiscriminator(nn.Module):
 class DSGAN(nn.Module):
     """The four networks of the DSGAN, named by direction and judged domain.
 
+    Args:
+        input_mode: what ``g_vis2ir`` sees, "gray" (TSME) or "rgb" (:data:`GAN_INPUTS`);
+            ``g_ir2vis`` sees infrared images, gray in both modes.
+
     Attributes:
-        g_vis2ir: visible-gray -> infrared generator (TSME ``fakeT``).
+        g_vis2ir: visible(-gray) -> infrared generator (TSME ``fakeT``).
         g_ir2vis: infrared -> visible-gray generator (TSME ``fakeR``).
         d_ir: discriminator of infrared images; d_vis: of visible-gray images.
     """
 
-    def __init__(self, base_width: int, encoder_layers: tuple[int, ...], disc_widths: tuple[int, ...], out_channels: int = 1) -> None:
+    def __init__(self, base_width: int, encoder_layers: tuple[int, ...], disc_widths: tuple[int, ...], out_channels: int = 1,
+                 input_mode: str = "gray") -> None:
         super().__init__()
-        self.g_vis2ir = DSGANGenerator(base_width, encoder_layers, out_channels)
+        self.g_vis2ir = DSGANGenerator(base_width, encoder_layers, out_channels, input_mode)
         self.g_ir2vis = DSGANGenerator(base_width, encoder_layers, out_channels)
         self.d_ir = PatchDiscriminator(disc_widths)
         self.d_vis = PatchDiscriminator(disc_widths)
@@ -184,7 +223,8 @@ class DSGAN(nn.Module):
 
 def build_dsgan(gan_cfg) -> DSGAN:
     """A :class:`DSGAN` from a :class:`common.config.GanConfig`, ImageNet encoders loaded if asked."""
-    model = DSGAN(gan_cfg.base_width, tuple(gan_cfg.encoder_layers), tuple(gan_cfg.disc_widths), gan_cfg.out_channels)
+    model = DSGAN(gan_cfg.base_width, tuple(gan_cfg.encoder_layers), tuple(gan_cfg.disc_widths), gan_cfg.out_channels,
+                  gan_cfg.input)
     for generator in model.generators():
         generator.load_imagenet_encoder(gan_cfg.pretrained)
     return model

@@ -28,7 +28,7 @@ import kornia
 import numpy as np
 import torch
 
-from common.data.augment import from_gan_domain, to_float_images, to_gan_domain
+from common.data.augment import from_gan_domain, to_float_images
 from common.data.images import to_grayscale_bt601
 from stage1_dsgan.realism import two_sample_score
 
@@ -76,7 +76,7 @@ def _translate(generator: torch.nn.Module, images: np.ndarray, device: torch.dev
     out = []
     with torch.no_grad():
         for b in range(0, len(images), batch):
-            x = to_gan_domain(to_float_images(torch.from_numpy(np.ascontiguousarray(images[b : b + batch])), device))
+            x = generator.prepare(to_float_images(torch.from_numpy(np.ascontiguousarray(images[b : b + batch])), device))
             out.append(from_gan_domain(generator(x)).numpy())
     return np.concatenate(out)
 

@@ -81,7 +81,7 @@ SCALE_KEYS = {
     "data.height", "data.width", "data.decode_threads",
     "data.demo_seed", "data.demo_train_ids", "data.demo_val_ids", "data.demo_test_ids", "data.demo_physics",
     "gan.encoder_layers", "gan.base_width", "gan.disc_widths", "gan.epochs", "gan.decay_start_epoch", "gan.steps_per_epoch",
-    "gan.batch_size", "gan.image_every", "gan.pretrained",
+    "gan.batch_size", "gan.image_every", "gan.pretrained", "gan.monitor_every", "gan.reid_pretrain_steps", "gan.reid_ids_per_batch",
     "fusion.vgg16",
     "fusion.backbone.layers", "fusion.backbone.base_width", "fusion.backbone.nonlocal_blocks", "fusion.backbone.pretrained",
     "eval.batch_size",
@@ -108,17 +108,44 @@ def _allowed(key: str) -> bool:
     return key.startswith("fusion.recipes.") and len(parts) == 4 and parts[3] in SCALE_RECIPE_KEYS
 
 
-def test_demo_profile_is_the_paper_profile_scaled():
+@pytest.mark.parametrize("profile", ["demo", "demo-full"])
+def test_demo_profile_is_the_paper_profile_scaled(profile):
     """Resolved demo and paper configs (every key, defaults included) differ only in scale keys."""
     import dataclasses
 
-    demo = _flat(dataclasses.asdict(load_config("demo")))
+    demo = _flat(dataclasses.asdict(load_config(profile)))
     paper = _flat(dataclasses.asdict(load_config("paper")))
     assert demo.keys() == paper.keys()
     differ = sorted(k for k in demo if demo[k] != paper[k] and not _allowed(k))
-    assert not differ, "demo.toml differs from paper.toml in more than scale: " + ", ".join(
+    assert not differ, f"{profile}.toml differs from paper.toml in more than scale: " + ", ".join(
         f"{k} = {demo[k]!r} (paper {paper[k]!r})" for k in differ)
     assert any(demo[k] != paper[k] for k in demo if k.startswith("fusion.recipes.")), "the demo should be smaller"
+
+
+#: What demo-full.toml may change from demo.toml: the schedules' lengths in optimiser steps.
+SCHEDULE_KEYS = {"profile", "gan.epochs", "gan.decay_start_epoch", "gan.steps_per_epoch", "gan.monitor_every"}
+
+
+def test_demo_full_is_the_demo_with_longer_schedules_only():
+    import dataclasses
+
+    demo = _flat(dataclasses.asdict(load_config("demo")))
+    full = _flat(dataclasses.asdict(load_config("demo-full")))
+    differ = {k for k in demo if demo[k] != full[k]}
+    assert differ - SCHEDULE_KEYS == {f"fusion.recipes.{m}.steps_per_epoch" for m in ("agw", "tsme", "mso", "mscmnet", "glmn")}
+    g_demo, g_full = (load_config(p).gan for p in ("demo", "demo-full"))
+    assert g_full.epochs * g_full.steps_per_epoch > g_demo.epochs * g_demo.steps_per_epoch  # longer, in optimiser steps
+    assert g_full.decay_start_epoch / g_full.epochs == g_demo.decay_start_epoch / g_demo.epochs == 0.5  # CycleGAN's shape kept
+    assert all(load_config("demo-full").fusion.recipe(m).steps_per_epoch > 0 for m in ("agw", "tsme", "mso", "mscmnet", "glmn"))
+
+
+def test_a_profile_extends_another_and_overrides_only_what_it_lists(tmp_path, monkeypatch):
+    from common import config as config_module
+
+    texts = {"base": '[gan]\nlr = 0.5\nbeta1 = 0.1\n', "child": 'extends = "base"\n[gan]\nlr = 0.25\n'}
+    monkeypatch.setattr(config_module, "_profile_text", lambda name: texts[name])
+    assert config_module.profile_table("child") == {"gan": {"lr": 0.25, "beta1": 0.1}}
+    assert config_module.profile_table("base") == {"gan": {"lr": 0.5, "beta1": 0.1}}
 
 
 def test_the_profile_test_catches_a_changed_rate_and_an_idea_of_ours():

@@ -35,7 +35,11 @@ def test_score_generators_two_sample_and_psnr():
 
     ir = to_grayscale_bt601(vis)  # what an identity "translation" of the gray visible image gives
 
+    from common.augment import to_gan_domain
+
     class Identity(torch.nn.Module):
+        prepare = staticmethod(to_gan_domain)  # a generator's input: the gray copy in [-1, 1]
+
         def forward(self, x):
             return x
 
@@ -130,8 +134,9 @@ def test_held_out_pairs_keep_whole_pairs_aligned():
 
 
 def test_eval_gan_on_the_demo_scores_against_its_aligned_near_infrared_twins(tmp_path):
-    """eval-gan --dataset demo pairs each visible training image with its aligned_nir twin:
-    the JSON has the aligned folders' shape, one pair per visible training image, and the
+    """eval-gan --dataset demo pairs each visible test image (identities the GAN never saw)
+    with its aligned_nir twin: the JSON has the aligned folders' shape plus the partners'
+    raw-pixel Rank-1 and the twins' own row, one pair per visible test image, and the
     baseline L1 is the grayscale visible image against the twin, recomputed here by hand."""
     import json
 
@@ -143,14 +148,16 @@ def test_eval_gan_on_the_demo_scores_against_its_aligned_near_infrared_twins(tmp
 
     root = make_demo(tmp_path / "demo", seed=0, n_train=3, n_val=1, n_test=1, image_size=(32, 16))
     cfg = load_config("demo", overrides=TINY_OVERRIDES)
-    splits = load_splits(cfg, "demo", root, with_test=False)
+    splits = load_splits(cfg, "demo", root)
     gan = stage_train_gan(cfg, splits, tmp_path / "run", CPU)
     res = CliRunner().invoke(app, ["eval-gan", "--checkpoint", str(gan), "--dataset", "demo", "--data-root", str(root), "--json",
                                    "--device", "cpu"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    visible = [s for s in splits.index.train if s.modality == "vis"]
-    assert out["pairs"] == len(visible) and set(out["model"]) == {"l1", "psnr", "ssim", "two_sample_vis2ir", "two_sample_ir2vis"}
+    visible = [s for s in splits.index.test if s.modality == "vis"]
+    assert out["pairs"] == len(visible)
+    assert set(out["model"]) == {"l1", "psnr", "ssim", "partner_rank1", "two_sample_vis2ir", "two_sample_ir2vis"}
+    assert out["twin"]["l1"] == 0 and out["twin"]["partner_rank1"] == 100.0  # one test identity: every query finds it
     luma = np.array([0.299, 0.587, 0.114])
     l1 = []
     for s in visible:
