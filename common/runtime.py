@@ -65,31 +65,50 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def amp_plan(device: torch.device, enabled: bool, amp_dtype: str = "bf16") -> tuple[torch.dtype | None, bool]:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX, as oneDNN reports it):
+    there bf16 convolutions are faster than float32 ones; elsewhere they are emulated and slower."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the query
+        return False
+
+
+def amp_plan(device: torch.device, enabled: bool, amp_dtype: str = "bf16", *, training: bool = False) -> tuple[torch.dtype | None, bool]:
     """The mixed precision a run gets: (autocast dtype or None for float32, GradScaler on?).
 
-    * CPU, or ``enabled`` False: (None, False), float32 (CPU autocast is slower than fp32
-      for convolutions here);
+    * ``enabled`` False: (None, False), float32;
     * CUDA, ``amp_dtype`` "bf16": (bfloat16, False) where the GPU supports bf16 (its range is
       fp32's, no loss scaling needed), else (float16, True);
     * CUDA, ``amp_dtype`` "fp16": (float16, True): fp16 autocast with a GradScaler, the
-      precision MSCMNet's train.py trains in.
+      precision MSCMNet's train.py trains in;
+    * CPU, a ``training`` step, ``amp_dtype`` "bf16", on a CPU with bf16 in hardware
+      (:func:`cpu_has_native_bf16`): (bfloat16, False), as on a GPU; every other CPU case
+      (None, False): float32. Autocast is slower than float32 convolutions on CPUs without
+      bf16 (and with "fp16": no fast fp16 on CPUs); inference on a CPU (translations,
+      partners, test features) stays float32, where it is not the bottleneck and partners
+      must be the same numbers in the pair cache, the protocol and an exported graph.
 
     Raises:
         ValueError: ``amp_dtype`` not "bf16" or "fp16".
     """
     if amp_dtype not in ("bf16", "fp16"):
         raise ValueError(f"amp_dtype must be 'bf16' or 'fp16', got {amp_dtype!r}")
-    if not enabled or device.type != "cuda":
+    if not enabled:
+        return None, False
+    if device.type == "cpu":
+        return (torch.bfloat16, False) if training and amp_dtype == "bf16" and cpu_has_native_bf16() else (None, False)
+    if device.type != "cuda":
         return None, False
     if amp_dtype == "bf16" and torch.cuda.is_bf16_supported():
         return torch.bfloat16, False
     return torch.float16, True
 
 
-def autocast(device: torch.device, enabled: bool, amp_dtype: str = "bf16") -> contextlib.AbstractContextManager:
-    """Autocast to :func:`amp_plan`'s dtype on CUDA when ``enabled``, a no-op context elsewhere."""
-    dtype, _ = amp_plan(device, enabled, amp_dtype)
+def autocast(device: torch.device, enabled: bool, amp_dtype: str = "bf16", *, training: bool = False) -> contextlib.AbstractContextManager:
+    """Autocast to :func:`amp_plan`'s dtype when ``enabled`` (CUDA; training steps on CPUs with
+    bf16 in hardware), a no-op context elsewhere."""
+    dtype, _ = amp_plan(device, enabled, amp_dtype, training=training)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

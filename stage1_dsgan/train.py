@@ -242,7 +242,7 @@ def train_gan(
                             "both modalities; lower it or set gan.reid_id_weight = gan.reid_triplet_weight = 0")
 
     seed_everything(g.seed)
-    model = build_dsgan(g).to(device)
+    model = build_dsgan(g).to(device).to(memory_format=torch.channels_last)  # oneDNN's faster layout on CPUs
     reid: dict[str, ModalityReidNet] = {}
     if identity:  # one re-ID network per target modality, from the encoders' weights
         for modality in ("ir", "vis"):
@@ -314,11 +314,12 @@ def train_gan(
                 ir = to_gan_domain(_augment(torch.from_numpy(train.images[ir_rows]), device, g.crop_scale))
                 vis = to_gan_domain(vis01)  # the visible-gray domain (cycle target, d_vis, g_ir2vis's identity mapping)
                 vis_in = vis if g.input == "gray" else model.g_vis2ir.prepare(vis01)  # what g_vis2ir sees
+                vis, ir, vis_in = (t.contiguous(memory_format=torch.channels_last) for t in (vis, ir, vis_in))
 
                 # generator step, discriminators frozen
                 for d in model.discriminators():
                     d.requires_grad_(False)
-                with autocast(device, g.amp):
+                with autocast(device, g.amp, training=True):
                     fake_ir = model.g_vis2ir(vis_in)
                     fake_vis = model.g_ir2vis(ir)
                     losses = generator_loss(
@@ -348,7 +349,7 @@ def train_gan(
                 # discriminator step on real images and pooled fakes
                 for d in model.discriminators():
                     d.requires_grad_(True)
-                with autocast(device, g.amp):
+                with autocast(device, g.amp, training=True):
                     loss_d_ir = discriminator_loss(model.d_ir(ir), model.d_ir(pool_ir.query(fake_ir)))
                     loss_d_vis = discriminator_loss(model.d_vis(vis), model.d_vis(pool_vis.query(fake_vis)))
                 opt_d.zero_grad(set_to_none=True)

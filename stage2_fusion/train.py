@@ -242,7 +242,7 @@ def train_fusion(
                         "or --partners gray")
     augment = common_augment((cfg.data.height, cfg.data.width), recipe)
     view_augment = build_view_augment(method, (cfg.data.height, cfg.data.width), recipe)  # CAJ's views (glmn, caj), MSCMNet's
-    _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype)  # fp16 (asked for, or no bf16): loss scaling
+    _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype, training=True)  # fp16 (asked for, or no bf16): loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     start_epoch, best_rank1 = 0, -1.0
     if last.exists():
@@ -300,7 +300,7 @@ def train_fusion(
                     inputs = {"vis": x[:n], "ir": x[n:]}
                     pair = None if p is None else {"vis": p[:n], "ir": p[n:]}
                 labels = labels.to(device, non_blocking=True)
-                with autocast(device, cfg.fusion.amp, cfg.fusion.amp_dtype):
+                with autocast(device, cfg.fusion.amp, cfg.fusion.amp_dtype, training=True):
                     outputs = step_model(inputs, pair)
                 losses = loss_fn(outputs, labels, is_ir.to(device), recipe)
                 optimizer.zero_grad(set_to_none=True)
