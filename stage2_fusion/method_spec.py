@@ -133,5 +133,11 @@ GRAYOUT = Modifier("grayout", "ours: the DSGAN generates one grey channel (gan.o
 #: Ours: the DSGAN epoch chosen by the two-sample test.
 TWOSAMPLE = Modifier("twosample", "ours: the DSGAN epoch chosen by the two-sample test, not the last one",
                      gan={"select_by": "two-sample"})
+#: Ours: the visible -> infrared generator sees the colour image, not TSME's gray copy.
+RGBIN = Modifier("rgbin", "ours: the DSGAN's visible -> infrared generator sees the colour image (gan.input = rgb), "
+                 "not TSME's gray copy", gan={"input": "rgb"})
+#: Ours, after AlignGAN: identity-aware translation (stage1_dsgan.identity).
+IDGAN = Modifier("idgan", "ours, after AlignGAN: ID + triplet losses on the translations through frozen re-ID networks of the "
+                 "target modality (stage1_dsgan.identity)", gan={"reid_id_weight": 1.0, "reid_triplet_weight": 1.0})
 #: What every method that trains on stage 1's partners accepts.
-PARTNER_MODIFIERS: tuple[Modifier, ...] = (GRAY, GRAYOUT, TWOSAMPLE)
+PARTNER_MODIFIERS: tuple[Modifier, ...] = (GRAY, GRAYOUT, TWOSAMPLE, RGBIN, IDGAN)

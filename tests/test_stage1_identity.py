@@ -2,6 +2,8 @@
 identity-aware translation losses, and the partner probe that scores a generator on
 identities it never trained on."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,16 @@ def test_rgb_generators_load_and_translate_with_their_input(sysu_tree, tmp_path)
     with torch.no_grad():
         expected = from_gan_domain(gens.g_vis2ir(to_float_images(images, CPU) * 2 - 1))  # the colour image, not its gray copy
     assert torch.equal(got, expected)
+
+
+def test_rgbin_and_idgan_are_stage1_modifiers_of_tsme():
+    from common.errors import UserError
+    from pipelines.ablate import parse_variant, stage1_folder
+
+    v = parse_variant("tsme-rgbin-idgan")
+    assert v.stage1_modifiers == ("rgbin", "idgan")
+    assert v.overrides == {"gan": {"input": "rgb", "reid_id_weight": 1.0, "reid_triplet_weight": 1.0}}
+    assert stage1_folder(Path("runs"), v, 3) == Path("runs") / "stage1-rgbin-idgan-seed3"  # a stage 1 of its own
+    assert stage1_folder(Path("runs"), parse_variant("tsme-caj"), 3) == Path("runs") / "stage1-seed3"  # TSME's
+    with pytest.raises(UserError, match="rgbin"):
+        parse_variant("agw-rgbin")
