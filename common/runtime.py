@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -65,6 +66,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+CPU_BF16_ENV = "VIREID_CPU_BF16"
+"""Environment variable: "1" lets training steps on a CPU with bf16 in hardware autocast to bf16."""
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX, as oneDNN reports it):
     there bf16 convolutions are faster than float32 ones; elsewhere they are emulated and slower."""
@@ -83,7 +88,9 @@ def amp_plan(device: torch.device, enabled: bool, amp_dtype: str = "bf16", *, tr
     * CUDA, ``amp_dtype`` "fp16": (float16, True): fp16 autocast with a GradScaler, the
       precision MSCMNet's train.py trains in;
     * CPU, a ``training`` step, ``amp_dtype`` "bf16", on a CPU with bf16 in hardware
-      (:func:`cpu_has_native_bf16`): (bfloat16, False), as on a GPU; every other CPU case
+      (:func:`cpu_has_native_bf16`) and only where the user opts in with the environment
+      variable ``VIREID_CPU_BF16=1`` (an option of ours, not measured for accuracy: the demo's
+      figures were made in float32): (bfloat16, False), as on a GPU; every other CPU case
       (None, False): float32. Autocast is slower than float32 convolutions on CPUs without
       bf16 (and with "fp16": no fast fp16 on CPUs); inference on a CPU (translations,
       partners, test features) stays float32, where it is not the bottleneck and partners
@@ -97,7 +104,8 @@ def amp_plan(device: torch.device, enabled: bool, amp_dtype: str = "bf16", *, tr
     if not enabled:
         return None, False
     if device.type == "cpu":
-        return (torch.bfloat16, False) if training and amp_dtype == "bf16" and cpu_has_native_bf16() else (None, False)
+        opted_in = os.environ.get(CPU_BF16_ENV) == "1"
+        return (torch.bfloat16, False) if opted_in and training and amp_dtype == "bf16" and cpu_has_native_bf16() else (None, False)
     if device.type != "cuda":
         return None, False
     if amp_dtype == "bf16" and torch.cuda.is_bf16_supported():

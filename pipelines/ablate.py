@@ -177,12 +177,15 @@ def ablate(
             results = _run_one(cfg, variant, seed, run_dir / variant.name / f"seed{seed}", stage1_folder(run_dir, variant, seed),
                                dataset=dataset, data_root=data_root, device=device, cache_dir=cache_dir, extras=seed == 0)
             rows.append({"seed": seed, **{k: results[k]["mean"] for _, k in REPORT_METRICS},
+                         "final_train_acc": results.get("training", {}).get("final_train_acc"),
                          "wall_seconds": results.get("ablation_wall_seconds", results.get("wall_seconds")),
                          "run_dir": str(run_dir / variant.name / f"seed{seed}")})
         summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
                    for _, k in REPORT_METRICS}
+        accuracies = [r["final_train_acc"] for r in rows if r["final_train_acc"] is not None]
         per_variant[variant.name] = {"method": variant.method, "partners": variant.partners.value, "overrides": variant.overrides,
                                      "seeds": rows, **summary,
+                                     "final_train_acc": float(np.mean(accuracies)) if accuracies else None,
                                      "wall_seconds_per_run": float(np.mean([r["wall_seconds"] or 0.0 for r in rows]))}
     baseline = parsed[0].name
     for name, entry in per_variant.items():
@@ -204,7 +207,8 @@ def _protocol_of(run: Path) -> str:
 def format_ablation(report: dict[str, Any]) -> str:
     """The report as a Markdown table (mean +/- std over seeds; paired differences with 95 % CI)."""
     base = report["baseline"]
-    head = ["variant"] + [m for m, _ in REPORT_METRICS] + [f"Δ {m} vs {base} (95 % CI)" for m, _ in REPORT_METRICS] + ["s / run"]
+    head = (["variant"] + [m for m, _ in REPORT_METRICS] + [f"Δ {m} vs {base} (95 % CI)" for m, _ in REPORT_METRICS]
+            + ["train acc.", "s / run"])
     lines = [f"Ablation on {report['dataset']} ({report['profile']} profile), {report['seeds']} seeds; {report['protocol']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, v in report["variants"].items():
@@ -212,7 +216,8 @@ def format_ablation(report: dict[str, Any]) -> str:
         for _, k in REPORT_METRICS:
             d = None if v["vs_baseline"] is None else v["vs_baseline"][k]
             cells.append("–" if d is None else (f"{d['mean']:+.2f}" + (f" [{d['low']:+.2f}, {d['high']:+.2f}]" if d["ci95"] is not None else "")))
-        cells.append(f"{v['wall_seconds_per_run']:.0f}")
+        acc = v.get("final_train_acc")
+        cells += ["–" if acc is None else f"{acc:.3f}", f"{v['wall_seconds_per_run']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per seed (Rank-1 / mAP / mINP):", ""]
     for name, v in report["variants"].items():

@@ -237,7 +237,31 @@ def run_all_cmd(
     if start is not None:
         _print(f"same network at its pretrained start: Rank-1 {start['rank1']['mean']:.2f}  mAP {start['mean_ap']['mean']:.2f}  "
                f"mINP {start['minp']['mean']:.2f}")
+    _print(schedule_line(results.get("training", {}), cfg.profile, method))
     _print(f"wall time {results['wall_seconds']:.0f} s; results: {Path(results['run_dir']) / 'results.json'}")
+
+
+def schedule_line(training: dict[str, Any], profile: str, method: str) -> str:
+    """How long this run trained, and what the longer schedule of its profile trains when there
+    is one (``<profile>-full``, the ablation's: the demo's run-all trains fewer steps)."""
+    from common.config import PROFILES
+
+    steps = training.get("stage2_optimiser_steps")
+    acc = training.get("final_train_acc")
+    parts = ([f"{training['stage1_optimiser_steps']:,} DSGAN steps"] if training.get("stage1_optimiser_steps") else []) + \
+            ([f"{steps:,} {method} steps (final training accuracy {acc:.2f})"] if steps else [])
+    line = f"trained {' and '.join(parts)} (profile {profile})" if parts else f"profile {profile}"
+    full = f"{profile}-full"
+    if full in PROFILES:
+        from stage2_fusion.methods import load_config
+
+        cfg = load_config(full)
+        recipe = cfg.fusion.recipe(method)
+        longer = [f"{cfg.gan.epochs * cfg.gan.steps_per_epoch:,} DSGAN steps"] if training.get("stage1_optimiser_steps") else []
+        if recipe.steps_per_epoch:
+            longer.append(f"{recipe.epochs * recipe.steps_per_epoch:,} {method} steps")
+        line += f"; the {full} profile, which the ablation uses, trains {' and '.join(longer)}: pipeline run-all --profile {full}"
+    return line
 
 
 @app.command("train-gan")

@@ -66,7 +66,7 @@ def run_all(
     write_run_config(cfg, run_dir)
     info(f"data: {splits.index.name} at {splits.index.root}: {len(splits.train)} training images "
          f"({len(set(splits.train.pids.tolist()))} ids), {len(splits.test)} test images ({len(set(splits.test.pids.tolist()))} ids)")
-    source = cache = None
+    source = cache = gan_path = None
     if not spec.needs_partners:
         info(f"stage 1 (DSGAN) and partners: not needed by method {method}, skipped")
     elif partners is PartnerKind.GRAY:
@@ -91,7 +91,23 @@ def run_all(
         if cfg.fusion.backbone.pretrained.loads:
             start = test_stage(reid, splits, device, protocol, **test, untrained=True, from_start=True)
             results["start_baseline"] = {k: start[k] for k in METRIC_KEYS}
+    results["training"] = training_summary(reid, gan_path)
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     results["run_dir"] = str(run_dir)
     atomic_write_json(run_dir / "results.json", results)
     return results
+
+
+def training_summary(reid: Path, gan: Path | None) -> dict[str, Any]:
+    """How long each stage trained and how well stage 2 fits its identities: optimiser steps of
+    stage 1 (``gan``, None without one) and stage 2, and stage 2's per-epoch training accuracy
+    (its last value: ``final_train_acc``), from the checkpoints."""
+    from common.checkpoint import load_checkpoint
+
+    state = load_checkpoint(reid, "reid")
+    curve = state.get("train_curve", [])
+    out: dict[str, Any] = {"stage2_optimiser_steps": state.get("optimiser_steps"), "final_train_acc": curve[-1]["train_acc"] if curve else None,
+                           "train_curve": curve}
+    if gan is not None:
+        out["stage1_optimiser_steps"] = load_checkpoint(gan, "dsgan").get("optimiser_steps")
+    return out

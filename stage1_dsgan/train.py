@@ -416,6 +416,7 @@ def train_gan(
                                   "not trained on"},
         "d_ir": model.d_ir.state_dict(),
         "d_vis": model.d_vis.state_dict(),
+        "optimiser_steps": g.epochs * steps,
         "curve": curve,
         "probe_baselines": probe.baselines() if probe is not None and curve else None,
         "reid_accuracy": reid_accuracy,

@@ -245,11 +245,13 @@ def train_fusion(
     _, use_scaler = amp_plan(device, cfg.fusion.amp, cfg.fusion.amp_dtype, training=True)  # fp16 (asked for, or no bf16): loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     start_epoch, best_rank1 = 0, -1.0
+    train_curve: list[dict[str, float]] = []  # per epoch: training accuracy and loss (what "trained until it fits" is judged by)
     if last.exists():
         state = load_checkpoint(last, "reid", map_location=device)
         if state.get("stage_key") != key:
             raise UserError(f"{last} belongs to a run with other settings, data or partners; use another --run-dir or delete {out_dir}")
         start_epoch, best_rank1 = restore_training_state(state, model, optimizer, scheduler, scaler)
+        train_curve = state.get("train_curve", [])
         info(f"stage 2 ({method}): resuming from {last} after epoch {start_epoch}")
 
     step_model = model
@@ -325,6 +327,8 @@ def train_fusion(
             record.update({"lr": optimizer.param_groups[1]["lr"], "images_per_s": dist.world_size * steps * batch_images / (time.perf_counter() - t0),
                            "nonfinite_steps": guard.skipped_in_epoch})
             scheduler.step()
+            train_curve.append({"epoch": epoch + 1, "train_acc": record.get("train_acc", float("nan")),
+                                "loss_total": record.get("loss_total", float("nan"))})
             if dist.is_main and evaluate is not None and recipe.eval_every and (
                     (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs):
                 metrics = evaluate(model)
@@ -338,10 +342,12 @@ def train_fusion(
                 save_checkpoint(last, "reid", {
                     **checkpoint_meta, "epoch": epoch + 1, "best_rank1": best_rank1, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "train_curve": train_curve,
                 })
             dist.barrier()
     if dist.is_main:
-        save_checkpoint(final, "reid", {**checkpoint_meta, "epoch": recipe.epochs, "model": model.state_dict(), "best_rank1": best_rank1})
+        save_checkpoint(final, "reid", {**checkpoint_meta, "epoch": recipe.epochs, "model": model.state_dict(), "best_rank1": best_rank1,
+                                        "optimiser_steps": recipe.epochs * len(sampler), "train_curve": train_curve})
         info(f"stage 2 ({method}): wrote {final}")
     dist.barrier()
     return final

@@ -25,6 +25,9 @@ def test_amp_plan_on_a_cpu_trains_in_bf16_only_where_the_cpu_has_it_and_infers_i
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
     cpu = torch.device("cpu")
+    monkeypatch.delenv(runtime.CPU_BF16_ENV, raising=False)
+    assert amp_plan(cpu, True, "bf16", training=True) == (None, False)  # float32 unless the user opts in
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "1")
     assert amp_plan(cpu, True, "bf16", training=True) == ((torch.bfloat16, False) if native_bf16 else (None, False))
     assert amp_plan(cpu, True, "bf16") == (None, False)  # inference: translations, partners, test features
     assert amp_plan(cpu, True, "fp16", training=True) == (None, False)  # no fast fp16 on a CPU
