@@ -40,6 +40,12 @@ def _method_names() -> str:
     return _names(METHODS)
 
 
+def _modifier_names() -> str:
+    from stage2_fusion.methods import METHODS
+
+    return "; ".join(f"{name}: {', '.join(spec.modifiers) or '(none)'}" for name, spec in METHODS.items())
+
+
 def _dataset_names(with_test: bool = False) -> str:
     from common.datasets import DATASETS, reid_datasets
 
@@ -416,7 +422,7 @@ def ablate_cmd(
     seeds: Annotated[int, typer.Option("--seeds", help="seeds per variant (0 .. N-1)")] = 3,
     variants: Annotated[str, typer.Option("--variants", help="comma-separated variants, baseline first: <method>[-<modifier>]*, "
                                                              "e.g. agw,tsme,tsme-gray,tsme-noiai,tsme-nogate,mso-sobel; "
-                                                             "each method's file lists the modifiers it accepts")] = "agw,tsme,tsme-gray",
+                                                             f"modifiers each method accepts: {_modifier_names()}")] = "agw,tsme,tsme-gray",
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
