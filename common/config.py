@@ -12,6 +12,13 @@ Profiles shipped:
 * ``demo``: what makes ``pipeline run-all`` on the demo dataset finish in minutes on a
   2-core CPU (smaller input, lighter backbone, fewer epochs); each deviation is commented
   in the file.
+
+The profiles are the only source of values: no field of these dataclasses has a default,
+and a key that no table gives is refused by name. Each method's recipe
+(``[fusion.recipes.<method>]``) is typed by that method's own :class:`Recipe` subclass,
+declared in its method file; this module sits below both stages and imports neither, so
+loading takes the method registry as an argument (``methods``;
+:func:`stage2_fusion.methods.load_config` passes it).
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ from common.weights import NONE, Weights, WeightsKind
 
 PROFILES = ("demo", "demo-full", "paper")
 AMP_DTYPES = ("bf16", "fp16")
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from common.datasets import demo as demo_dataset
+from common.datasets import pairs as pairs_dataset
 from common.errors import UserError
 
 app = typer.Typer(
@@ -40,6 +41,12 @@ def _method_names() -> str:
     return _names(METHODS)
 
 
+def _modifier_names() -> str:
+    from stage2_fusion.methods import METHODS
+
+    return "; ".join(f"{name}: {', '.join(spec.modifiers) or '(none)'}" for name, spec in METHODS.items())
+
+
 def _dataset_names(with_test: bool = False) -> str:
     from common.datasets import DATASETS, reid_datasets
 
@@ -47,6 +54,8 @@ def _dataset_names(with_test: bool = False) -> str:
 
 #: The dataset run-all and ablate read when none is named: the demo, made on first use.
 DEMO = demo_dataset.NAME
+#: The dataset eval-gan reads when none is named: an aligned folder pair.
+ALIGNED = pairs_dataset.SPEC.name
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="PyTorch deterministic algorithms (same command, same weights and metrics)")]
 ProfileOpt = Annotated[str, typer.Option("--profile", help="shipped settings: demo | paper")]
@@ -440,7 +449,7 @@ def ablate_cmd(
     seeds: Annotated[int, typer.Option("--seeds", help="seeds per variant (0 .. N-1)")] = 3,
     variants: Annotated[str, typer.Option("--variants", help="comma-separated variants, baseline first: <method>[-<modifier>]*, "
                                                              "e.g. agw,tsme,tsme-gray,tsme-noiai,tsme-nogate,mso-sobel; "
-                                                             "each method's file lists the modifiers it accepts")] = "agw,tsme,tsme-gray",
+                                                             f"modifiers each method accepts: {_modifier_names()}")] = "agw,tsme,tsme-gray",
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
@@ -508,7 +517,7 @@ def compare_cmd(
 def eval_gan_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gan.pt from train-gan")],
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="aligned folder with visible/ and infrared/, or the dataset's folder")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="pairs (aligned folder) | demo (its aligned near-infrared twins): L1/PSNR/SSIM + two-sample | sysu | regdb | llcm (two-sample on the training split)")] = "pairs",
+    dataset: Annotated[str, typer.Option("--dataset", help="an aligned dataset (pairs: visible/ + infrared/ folders) or the demo (its aligned near-infrared twins): L1/PSNR/SSIM + two-sample; sysu | regdb | llcm: two-sample on the training split")] = ALIGNED,
     device: DeviceOpt = "auto",
     deterministic: DeterministicOpt = False,
     score: Annotated[str, typer.Option("--score", help="aligned folders: held-out | all pairs to score")] = "held-out",

@@ -151,3 +151,43 @@ def test_a_toy_method_trains_one_epoch_on_the_demo_and_is_tested(toy, tmp_path):
     assert [r["epoch"] for r in records if r["stage"] == "fusion"] == [1]
     state = torch.load(run_dir / "fusion" / "reid.pt", weights_only=False)
     assert state["method"] == "toy" and state["config"]["fusion"]["recipes"]["toy"]["channels"] == 8
+
+
+def test_a_checkpoint_written_before_the_method_recipes_still_loads():
+    """Before issue 28 every recipe held all methods' 38 keys and TSME's model keys sat in
+    [fusion]; config_from_checkpoint reads such a config back to today's."""
+    from common.config import config_section_dict
+    from stage2_fusion.methods import config_from_checkpoint
+
+    cfg = load_config("demo")
+    old = config_section_dict(cfg)
+    every_key = {}
+    for recipe in old["fusion"]["recipes"].values():
+        every_key.update(recipe)
+    for name, recipe in old["fusion"]["recipes"].items():  # the old 38-key bag, other methods' keys included
+        old["fusion"]["recipes"][name] = {**every_key, **recipe}
+    tsme = old["fusion"]["recipes"]["tsme"]
+    for new, legacy in (("embed_dim", "embed_dim"), ("num_stripes", "num_stripes"), ("num_aux_stripes", "num_aux_stripes"),
+                        ("streams", "tsme_streams"), ("gate", "tsme_gate"), ("iai", "tsme_iai")):
+        old["fusion"][legacy] = tsme[new]
+    for name in old["fusion"]["recipes"]:
+        for key in ("streams", "gate", "iai", "embed_dim", "num_aux_stripes", "num_stripes"):
+            old["fusion"]["recipes"][name].pop(key, None)
+    assert config_from_checkpoint(old) == cfg
+    with pytest.raises(UserError, match="does not use"):  # outside checkpoints, another method's key is still refused
+        load_config("demo", overrides={"fusion": {"recipes": {"agw": {"qct_weight": 1.0}}}})
+
+
+def test_the_partner_source_a_checkpoint_records_also_in_the_old_keys():
+    from pipelines.partners import PartnerKind, PartnerSource
+
+    cache = PartnerSource(PartnerKind.CACHE, "/r/gan/gan.pt", "ab" * 32, "/r/partner_cache", "f" * 16)
+    assert PartnerSource.from_record({"partners": cache.record()}) == cache
+    assert cache.identity == f"{'ab' * 32}:{'f' * 16}" and PartnerSource.gray().identity == "gray"
+    # before issue 28: gan_checkpoint / gan_sha256 / pairs
+    assert PartnerSource.from_record({"gan_checkpoint": "gray", "gan_sha256": None, "pairs": "gray"}).kind is PartnerKind.GRAY
+    otf = PartnerSource.from_record({"gan_checkpoint": "/r/gan.pt", "gan_sha256": "cd", "pairs": "on-the-fly"})
+    assert (otf.kind, otf.generator, otf.generator_sha256, otf.cache) == (PartnerKind.ON_THE_FLY, "/r/gan.pt", "cd", None)
+    old_cache = PartnerSource.from_record({"gan_checkpoint": "/r/gan.pt", "gan_sha256": "cd", "pairs": "/r/pairs"})
+    assert (old_cache.kind, old_cache.cache) == (PartnerKind.CACHE, "/r/pairs")
+    assert PartnerSource.from_record({"method": "agw"}) is None
