@@ -27,7 +27,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="GAN-augmented visible-infrared person re-identification: DSGAN partners -> stage 2 re-ID (agw, tsme, mso, mscmnet, glmn) -> the dataset protocols.",
+    help="Train and test visible-infrared person re-ID: a DSGAN's partners (stage 1), a re-ID method (stage 2: agw, tsme, mso, "
+         "mscmnet, glmn), the datasets' protocols; then extract, search, export.\n\nStart with: pipeline run-all",
 )
 
 
@@ -122,7 +123,10 @@ def make_demo_cmd(
     test_ids: Annotated[Optional[int], typer.Option(help="test identities (default: the demo profile's)")] = None,
     physics: Annotated[str, typer.Option("--physics", help="infrared cameras: nir (near-infrared, SYSU-MM01/LLCM-like) | thermal (RegDB-like)")] = "nir",
 ) -> None:
-    """Generate the demo dataset (procedural pedestrians, visible + infrared) in SYSU-MM01 layout."""
+    """Generate the demo dataset: procedural pedestrians seen by visible and near-infrared cameras, in SYSU-MM01's layout.
+
+    Example: pipeline make-demo --out data/demo-peek --train-ids 4 --val-ids 1 --test-ids 4
+    """
     from common.datasets.demo import default_demo_root
     from common.demo.identities import PHYSICS
     from common.demo.writing import make_demo
@@ -144,7 +148,10 @@ def pretrain_cmd(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="where stand-ins live (default $VIREID_CACHE/standin)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Build the demo's ImageNet stand-in (re-ID body, DSGAN encoder, VGG16 for PEF) once; later runs load it."""
+    """Build the demo's ImageNet stand-ins (re-ID body, DSGAN encoder, VGG16 for PEF) once; later runs load them.
+
+    Example: pipeline pretrain
+    """
     _deterministic(deterministic)
     from common.checkpoint import file_sha256
     from common.runtime import resolve_device
@@ -175,7 +182,10 @@ def check_data_cmd(
     trial: OldTrialOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Validate a dataset copy: identities, images and cameras per split and modality."""
+    """Check a dataset copy: identities, images and cameras per split and modality.
+
+    Example: pipeline check-data --dataset sysu --data-root /data/SYSU-MM01
+    """
     from common.datasets.check import check_dataset, format_check
 
     summary = check_dataset(dataset, data_root, split=_split(split, trial), mode=mode, direction=direction)
@@ -192,7 +202,10 @@ def prepare_data_cmd(
     trial: OldTrialOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Decode and resize each split once into the memory-mapped uint8 array cache."""
+    """Decode and resize each split once into the memory-mapped uint8 array cache.
+
+    Example: pipeline prepare-data --dataset llcm --data-root /data/LLCM --profile paper
+    """
     from common.datasets import dataset_spec
     from pipelines.data import load_splits
 
@@ -222,7 +235,12 @@ def run_all_cmd(
     edge_mode: EdgeModeOpt = None,
     vgg16: Vgg16Opt = None,
 ) -> None:
-    """Everything: (demo data) -> DSGAN -> partner cache -> stage 2 re-ID -> the dataset's test protocol."""
+    """Run everything: the demo data (when missing), stage 1, the partner cache, stage 2 and the dataset's test.
+
+    Examples: pipeline run-all
+
+    pipeline run-all --dataset sysu --data-root /data/SYSU-MM01 --profile paper --pretrained /weights/resnet50-0676ba61.pth
+    """
     _deterministic(deterministic)
     from common.datasets import dataset_spec
     from common.runtime import resolve_device
@@ -289,7 +307,10 @@ def train_gan_cmd(
     width: Annotated[Optional[int], typer.Option(help="image width (default: the profile's)")] = None,
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="ImageNet ResNet-50 for the encoders: PATH | imagenet | none")] = None,
 ) -> None:
-    """Stage 1 only: train the DSGAN (visible-gray <-> infrared, unpaired) on a training split."""
+    """Train stage 1 only: the DSGAN (visible-gray <-> infrared, unpaired) on a training split.
+
+    Example: pipeline train-gan --dataset demo --run-dir checkpoints/gan-demo
+    """
     _deterministic(deterministic)
     from common.runtime import resolve_device
     from pipelines.commands import train_gan_command
@@ -320,7 +341,10 @@ def generate_pairs_cmd(
     profile: ProfileOpt = "demo",
     shard_size: Annotated[int, typer.Option("--shard-size", help="partners per shard (a killed run resumes from its finished shards)")] = 1024,
 ) -> None:
-    """Partners only: a generated partner for every training image, into a partner cache."""
+    """Write a partner cache: a trained DSGAN's partner for every training image.
+
+    Example: pipeline generate-pairs --checkpoint checkpoints/gan-demo/gan/gan.pt --dataset demo --out checkpoints/pairs-demo
+    """
     _deterministic(deterministic)
     from common.runtime import resolve_device
     from pipelines.commands import generate_pairs_command
@@ -355,11 +379,13 @@ def train_fusion_cmd(
     edge_mode: EdgeModeOpt = None,
     vgg16: Vgg16Opt = None,
 ) -> None:
-    """Stage 2 only: train a re-ID method on real images (and, for a method that needs them, their partners).
+    """Train stage 2 only: a re-ID method on real images (and, for a method that needs them, their partners).
 
     The command keeps the design card's name; nothing is fused unless the method fuses
     (TSME). Several processes: torchrun --nproc_per_node N -m pipelines train-fusion ...
     (DDP; rank 0 writes).
+
+    Example: pipeline train-fusion --dataset demo --partners checkpoints/pairs-demo --method tsme --run-dir checkpoints/fusion-demo
     """
     _deterministic(deterministic)
     from pipelines.commands import build_config, train_reid_command
@@ -408,6 +434,8 @@ def test_cmd(
     """Test re-ID checkpoints with the dataset's standard protocol (Rank-k, mAP, mINP over gallery draws).
 
     RegDB: one model per split; pass --checkpoint and --split once per split to get mean +/- std.
+
+    Example: pipeline test --checkpoint checkpoints/fusion-demo/fusion/reid.pt --dataset demo --mode all
     """
     _deterministic(deterministic)
     from common.atomic import atomic_write_json
@@ -455,7 +483,10 @@ def ablate_cmd(
     deterministic: DeterministicOpt = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Train and test each variant with each seed on the same data; report means, per-seed values and paired differences."""
+    """Compare variants over seeds: train and test each on the same data; report means, per-seed values and paired differences.
+
+    Example: pipeline ablate --dataset demo --profile demo-full --seeds 5 --variants agw,agw-caj,tsme,tsme-gray,tsme-caj --run-dir checkpoints/ablation-demo-full
+    """
     _deterministic(deterministic)
     from common.runtime import resolve_device
     from pipelines.ablate import ablate, format_ablation
@@ -484,7 +515,10 @@ def show_ranks_cmd(
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """A grid of the worst queries (lowest AP) with their top-10 gallery images: green = right identity, red = wrong, distance under each."""
+    """Draw the worst queries (lowest AP) with their top-10 gallery images: green = right identity, red = wrong, distance under each.
+
+    Example: pipeline show-ranks --checkpoint checkpoints/demo-tsme-demo/fusion/reid.pt --dataset demo --out worst.png --worst 8
+    """
     from common.datasets import dataset_spec
     from common.runtime import resolve_device
     from pipelines.commands import checkpoint_splits
@@ -506,7 +540,10 @@ def compare_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories (two or more)")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """One table of several runs: their metrics and every config key whose value differs."""
+    """Compare runs in one table: their metrics and every config key whose value differs.
+
+    Example: pipeline compare checkpoints/ablation-demo/agw/seed0 checkpoints/ablation-demo/tsme/seed0
+    """
     from pipelines.insight import compare_runs, format_comparison
 
     comparison = compare_runs(run_dirs)
@@ -526,7 +563,10 @@ def eval_gan_cmd(
     cache_dir: CacheDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Translation quality: L1, PSNR, SSIM on aligned pairs and the two-sample realism score, model vs grayscale baseline."""
+    """Score a DSGAN's translations: L1, PSNR, SSIM against aligned images and the two-sample realism test, beside the gray copy.
+
+    Example: pipeline eval-gan --checkpoint checkpoints/gan-demo/gan/gan.pt --dataset demo
+    """
     _deterministic(deterministic)
     from common.datasets import dataset_spec
     from common.runtime import resolve_device
@@ -585,7 +625,10 @@ def tensorboard_cmd(
     port: Annotated[int, typer.Option(help="port to serve on")] = 6006,
     host: Annotated[str, typer.Option(help="interface to bind")] = "localhost",
 ) -> None:
-    """Start TensorBoard on a run directory and print its URL (Ctrl-C stops it)."""
+    """Serve TensorBoard on a run directory and print its URL (Ctrl-C stops it).
+
+    Example: pipeline tensorboard --logdir checkpoints/demo-tsme-demo
+    """
     import time
 
     if not logdir.exists():
@@ -624,7 +667,10 @@ def extract_cmd(
     gan_checkpoint: GanCheckpointOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Embed pictures (files or folders) with a trained model, as the test protocol does; write features + paths (.npz)."""
+    """Extract features of pictures (files or folders) with a trained model, as its test protocol does; write them to a .npz.
+
+    Example: pipeline extract --checkpoint checkpoints/demo-tsme-demo/fusion/reid.pt --images gallery/ --modality visible --out gallery.npz
+    """
     from pipelines.inference import ReidExtractor, extract_to_file
 
     extractor = ReidExtractor(checkpoint, device, gan_checkpoint=gan_checkpoint, flip=flip, batch_size=batch_size)
@@ -653,7 +699,10 @@ def search_cmd(
     gan_checkpoint: GanCheckpointOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Rank a gallery (folder or .npz) for each query by the protocol's distance (1 - cosine); table, JSON or a PNG grid."""
+    """Search a gallery (folder or .npz) for each query by the protocol's distance (1 - cosine); table, JSON or a PNG grid.
+
+    Example: pipeline search --checkpoint checkpoints/demo-tsme-demo/fusion/reid.pt --query night/cam3.jpg --gallery gallery.npz --top 10
+    """
     from pipelines.inference import ReidExtractor
     from pipelines.search import format_search, search, search_grid
 
@@ -681,7 +730,10 @@ def export_cmd(
     flip: FlipOpt = None,
     gan_checkpoint: GanCheckpointOpt = None,
 ) -> None:
-    """One ONNX graph per modality (pixels in [0, 1] -> features), verified with onnxruntime against PyTorch before writing."""
+    """Export one ONNX graph per modality (pixels in [0, 1] -> features), verified with onnxruntime against PyTorch before writing.
+
+    Example: pipeline export --checkpoint checkpoints/demo-tsme-demo/fusion/reid.pt --format onnx --out model.onnx
+    """
     from pipelines.export import INSTALL_LINE, export_onnx, missing_export_packages
 
     if format_ != "onnx":

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.resnet import Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
 
 #: Adam learning rate of the re-ID networks' pre-training (the re-ID literature's Adam rate,
 #: e.g. AlignGAN's 3.5e-4 for its re-ID network; weight decay 5e-4).

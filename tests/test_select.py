@@ -35,7 +35,7 @@ def test_score_generators_two_sample_and_psnr():
 
     ir = to_grayscale_bt601(vis)  # what an identity "translation" of the gray visible image gives
 
-    from common.augment import to_gan_domain
+    from common.data.augment import to_gan_domain
 
     class Identity(torch.nn.Module):
         prepare = staticmethod(to_gan_domain)  # a generator's input: the gray copy in [-1, 1]
