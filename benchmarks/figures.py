@@ -440,16 +440,16 @@ def front_figure(gan: Path, checkpoint: Path, demo_root: Path, out: Path) -> tup
     size = rows[0].query.shape[:2]
     images = np.stack([read_image(visible, size), read_image(twin, size)])
     fake, info = translate_visible(gan, images[:1])
-    panels = [("visible (day camera)", images[0]), ("near-infrared twin\n(same scene, truth)", images[1]),
-              ("gray copy", gray_copies(images[:1])[0]), (_describe_gan("partner", info), fake[0])]
+    panels = [("visible\n(day camera)", images[0]), ("near-infrared\ntwin (truth)", images[1]),
+              ("gray\ncopy", gray_copies(images[:1])[0]), (_describe_gan("partner", info).replace(", ", "\n"), fake[0])]
     ranks = render_rank_grid(rows, thumb_height=96, title="")
     fig = plt.figure(figsize=(9.6, 3.3))
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.1, 3.2], wspace=0.05)
-    left = grid[0].subgridspec(1, 4, wspace=0.08)
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.45, 3.2], wspace=0.04)
+    left = grid[0].subgridspec(1, 4, wspace=0.12)
     for i, (title, img) in enumerate(panels):
         ax = fig.add_subplot(left[i])
         ax.imshow(img, interpolation="nearest")
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=6.5)
         ax.axis("off")
     ax = fig.add_subplot(grid[1])
     ax.imshow(ranks, interpolation="nearest")

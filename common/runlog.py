@@ -32,8 +32,8 @@ console = Console(stderr=True, highlight=False)
 
 
 def info(message: str) -> None:
-    """Print one status line to stderr."""
-    console.print(message)
+    """Print one status line to stderr, never wrapped (a path or a deprecation stays on its line)."""
+    console.print(message, soft_wrap=True)
 
 
 class _RateColumn(ProgressColumn):

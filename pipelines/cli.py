@@ -21,6 +21,7 @@ import typer
 
 from common.datasets import demo as demo_dataset
 from common.datasets import pairs as pairs_dataset
+from common.config import PROFILES
 from common.errors import UserError
 
 app = typer.Typer(
@@ -59,7 +60,7 @@ DEMO = demo_dataset.NAME
 ALIGNED = pairs_dataset.SPEC.name
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="PyTorch deterministic algorithms (same command, same weights and metrics)")]
-ProfileOpt = Annotated[str, typer.Option("--profile", help="shipped settings: demo | paper")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help=f"shipped settings: {' | '.join(PROFILES)} (demo-full: the demo's longer schedule, the ablation's)")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file overriding the profile (e.g. a run's config.toml)")]
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="dataset folder in its original layout")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run directory (default checkpoints/<dataset>-<method>-<profile>)")]
@@ -271,8 +272,6 @@ def run_all_cmd(
 def schedule_line(training: dict[str, Any], profile: str, method: str) -> str:
     """How long this run trained, and what the longer schedule of its profile trains when there
     is one (``<profile>-full``, the ablation's: the demo's run-all trains fewer steps)."""
-    from common.config import PROFILES
-
     steps = training.get("stage2_optimiser_steps")
     acc = training.get("final_train_acc")
     parts = ([f"{training['stage1_optimiser_steps']:,} DSGAN steps"] if training.get("stage1_optimiser_steps") else []) + \
@@ -283,7 +282,9 @@ def schedule_line(training: dict[str, Any], profile: str, method: str) -> str:
         from stage2_fusion.methods import load_config
 
         cfg = load_config(full)
-        recipe = cfg.fusion.recipe(method)
+        recipe = cfg.fusion.recipes.get(method)  # a method registered from outside has no table there
+        if recipe is None:
+            return line
         longer = [f"{cfg.gan.epochs * cfg.gan.steps_per_epoch:,} DSGAN steps"] if training.get("stage1_optimiser_steps") else []
         if recipe.steps_per_epoch:
             longer.append(f"{recipe.epochs * recipe.steps_per_epoch:,} {method} steps")

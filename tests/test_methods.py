@@ -191,3 +191,22 @@ def test_the_partner_source_a_checkpoint_records_also_in_the_old_keys():
     old_cache = PartnerSource.from_record({"gan_checkpoint": "/r/gan.pt", "gan_sha256": "cd", "pairs": "/r/pairs"})
     assert (old_cache.kind, old_cache.cache) == (PartnerKind.CACHE, "/r/pairs")
     assert PartnerSource.from_record({"method": "agw"}) is None
+
+
+def test_a_checkpoint_written_before_stage_1s_options_and_cajs_views_loads_with_the_values_runs_used():
+    """Checkpoints from before issue 27 lack gan.input, the identity-loss keys, the probe's
+    interval and the recipes' views / triplet: they load with what every run then used."""
+    from common.config import config_section_dict
+    from stage2_fusion.methods import config_from_checkpoint
+
+    cfg = load_config("demo", overrides={"gan": {"input": "rgb", "reid_id_weight": 1.0}, "fusion": {"recipes": {"agw": {"triplet": "adp"}}}})
+    old = config_section_dict(cfg)
+    for key in ("input", "monitor_every", "reid_id_weight", "reid_triplet_weight", "reid_margin", "reid_pretrain_steps", "reid_ids_per_batch"):
+        del old["gan"][key]
+    for recipe in old["fusion"]["recipes"].values():
+        recipe.pop("views", None)
+        recipe.pop("triplet", None)
+    loaded = config_from_checkpoint(old)
+    assert (loaded.gan.input, loaded.gan.reid_id_weight, loaded.gan.reid_triplet_weight, loaded.gan.monitor_every) == ("gray", 0.0, 0.0, 0)
+    assert (loaded.fusion.recipe("agw").views, loaded.fusion.recipe("agw").triplet, loaded.fusion.recipe("tsme").views) == ("single", "wrt", "single")
+    assert loaded.fusion.recipe("glmn") == cfg.fusion.recipe("glmn")  # keys present stay as written

@@ -73,11 +73,20 @@ _LEGACY_FUSION_KEYS = {"embed_dim": (tsme.SPEC.name, "embed_dim"), "num_stripes"
                        "tsme_gate": (tsme.SPEC.name, "gate"), "tsme_iai": (tsme.SPEC.name, "iai")}
 
 
+#: Keys added after checkpoints were written, with the value every run used before each existed:
+#: stage 1's input and identity losses (issue 27: TSME's gray input, no re-ID losses, no probe)
+#: and the recipes' views and triplet (CAJ: one view per image, AGW's WRT triplet).
+_ADDED_GAN_KEYS = {"input": "gray", "monitor_every": 0, "reid_id_weight": 0.0, "reid_triplet_weight": 0.0,
+                   "reid_margin": 0.3, "reid_pretrain_steps": 400, "reid_ids_per_batch": 4}
+_ADDED_RECIPE_KEYS = {"views": "single", "triplet": "wrt"}
+
+
 def config_from_checkpoint(table: dict[str, Any]) -> Config:
     """The configuration stored in a checkpoint, also one written before each method had its
     own recipe type (then every recipe held all methods' keys and TSME's model keys sat in
     ``[fusion]``: those are moved into the recipes, keys a method does not read dropped,
-    GLMN's stripes taken from the old shared ``fusion.num_stripes``).
+    GLMN's stripes taken from the old shared ``fusion.num_stripes``), or before a key existed
+    (filled with the value runs used then: ``_ADDED_GAN_KEYS``, ``_ADDED_RECIPE_KEYS``).
 
     Raises:
         UserError: as :func:`config_from_dict`.
@@ -96,6 +105,12 @@ def config_from_checkpoint(table: dict[str, Any]) -> Config:
             if method in METHODS:
                 own = {f for f in METHODS[method].recipe_type.__dataclass_fields__}
                 recipes[method] = {k: v for k, v in recipe.items() if k in own}
+    if "gan" in table:
+        table["gan"] = {**_ADDED_GAN_KEYS, **table["gan"]}
+    for method, recipe in recipes.items():
+        if method in METHODS:
+            own = METHODS[method].recipe_type.__dataclass_fields__
+            recipe.update({k: v for k, v in _ADDED_RECIPE_KEYS.items() if k in own and k not in recipe})
     return config_from_dict(table)
 
 

@@ -102,8 +102,9 @@ class AGWNet(nn.Module):
         fmap = self.backbone(inputs, stem_hook=hook)  # (B, C, H/16, W/16)
         feat_pre_bn = self.gem(fmap)  # (B, C)
         feat_post_bn, logits = self.bnneck(feat_pre_bn)
-        out = {"feat_pre_bn": feat_pre_bn, "feat_post_bn": feat_post_bn, "logits": logits,
-               "row_index": view_rows(inputs, feat_pre_bn.device)}  # the image row behind each output row
+        out = {"feat_pre_bn": feat_pre_bn, "feat_post_bn": feat_post_bn, "logits": logits}
+        if "vis_ca" in inputs:  # CAJ's views: the image row behind each output row (no batch arithmetic in a plain graph)
+            out["row_index"] = view_rows(inputs, feat_pre_bn.device)
         if aux.get("pef"):
             out["pef"] = torch.stack(aux["pef"]).mean()
         return out
