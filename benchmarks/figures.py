@@ -364,38 +364,16 @@ def rank_rows(checkpoint: Path, dataset: str, data_root: Path | None, *, top: in
     """
     import torch
 
-    from common.config import test_feature
-    from common.evaluation.metrics import per_query_average_precision
-    from common.evaluation.protocols import protocol_trials
     from pipelines.commands import checkpoint_splits
-    from pipelines.partners import PartnerSource
+    from pipelines.insight import rank_trial0
     from pipelines.rank_grid import RankRow
-    from pipelines.stages import file_numbers, make_protocol
-    from stage2_fusion.evaluate import extract_features, load_reid_model
-    from stage2_fusion.methods import method_spec
 
-    cpu = torch.device("cpu")
     _, splits, _ = checkpoint_splits(checkpoint, dataset, data_root)
-    model, meta, cfg = load_reid_model(checkpoint, cpu)
-    spec = make_protocol(cfg.eval, splits.spec, splits.index.root, trials=1)
-    test = splits.test
-    numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
-    trial = protocol_trials(spec, test.pids, test.cams, test.is_ir, numbers)[0]
-    partners = None
-    if method_spec(meta["method"]).needs_partners:
-        beside = Path(checkpoint).resolve().parent.parent / "gan" / "gan.pt"
-        partners = PartnerSource.from_record(meta).test_partners(len(test), cpu, beside=beside, model=str(checkpoint))
-    needed = np.unique(np.concatenate([trial.query, trial.gallery]))
-    feats = extract_features(model, test, needed, cpu, partners=partners, feature=test_feature(cfg, meta["method"]),
-                             batch_size=cfg.eval.batch_size, amp=False)
-    row = np.full(len(test), -1, dtype=np.int64)
-    row[needed] = np.arange(len(needed))
-    dist = 1.0 - feats[row[trial.query]] @ feats[row[trial.gallery]].T  # (Q, G) cosine distance, the protocol's
-    q_pids, g_pids = test.pids[trial.query], test.pids[trial.gallery]
-    ap = per_query_average_precision(dist, q_pids, g_pids, ignore=trial.ignore)
+    ranking = rank_trial0(checkpoint, splits, torch.device("cpu"))
+    spec, meta, test, trial, ap, masked = ranking.spec, ranking.meta, ranking.test, ranking.trial, ranking.ap, ranking.masked
+    q_pids, g_pids = ranking.q_pids, ranking.g_pids
     valid = np.flatnonzero(~np.isnan(ap))
     order = valid[np.argsort(ap[valid], kind="stable")]  # lowest AP first
-    masked = dist if trial.ignore is None else np.where(trial.ignore, np.inf, dist)
     rows, report = [], {"protocol": spec.describe(), "method": meta["method"], "rows": [], "query_images": []}
     for pct in percentiles:
         qi = order[min(len(order) - 1, int(round(pct / 100 * (len(order) - 1))))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +46,9 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
     """
     if worst < 1:
         raise UserError(f"--worst {worst}: show at least 1 query")
-    model, meta, cfg = load_reid_model(checkpoint, device)
-    spec = make_protocol(cfg.eval, splits.spec, splits.index.root, trials=1, mode=mode, direction=direction)
-    test = splits.test
-    numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
-    trial = protocol_trials(spec, test.pids, test.cams, test.is_ir, numbers)[0]
-    partners = None
-    if method_spec(meta["method"]).needs_partners:
-        beside = Path(checkpoint).resolve().parent.parent / "gan" / "gan.pt"
-        partners = PartnerSource.from_record(meta).test_partners(len(test), device, override=gan_checkpoint, beside=beside,
-                                                                 model=str(checkpoint))
-    needed = np.unique(np.concatenate([trial.query, trial.gallery]))
-    feats = extract_features(model, test, needed, device, partners=partners, feature=test_feature(cfg, meta["method"]), batch_size=cfg.eval.batch_size,
-                             amp=cfg.eval.amp)
-    row = np.full(len(test), -1, dtype=np.int64)
-    row[needed] = np.arange(len(needed))
-    q, g = feats[row[trial.query]], feats[row[trial.gallery]]
-    dist = 1.0 - q @ g.T  # (Q, G) cosine distance
-    q_pids, g_pids = test.pids[trial.query], test.pids[trial.gallery]
-    ap = per_query_average_precision(dist, q_pids, g_pids, ignore=trial.ignore)
+    ranking = rank_trial0(checkpoint, splits, device, gan_checkpoint=gan_checkpoint, mode=mode, direction=direction)
+    spec, test, trial, ap, masked = ranking.spec, ranking.test, ranking.trial, ranking.ap, ranking.masked
+    q_pids, g_pids = ranking.q_pids, ranking.g_pids
     candidates = np.flatnonzero(~np.isnan(ap))
     if query_pid is not None:
         candidates = candidates[q_pids[candidates] == query_pid]
@@ -71,7 +56,6 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
             raise UserError(f"--query {query_pid}: no query of identity {query_pid} with a true match in the gallery; "
                             f"query identities are {sorted(set(q_pids.tolist()))[:10]}...")
     chosen = candidates[np.argsort(ap[candidates], kind="stable")][:worst]  # lowest AP first
-    masked = dist if trial.ignore is None else np.where(trial.ignore, np.inf, dist)
     rows, report = [], []
     for qi in chosen:
         top = np.argsort(masked[qi], kind="stable")[:TOP_K]
@@ -94,6 +78,57 @@ def show_ranks(checkpoint: Path, splits: Splits, device: torch.device, out: Path
     _log_image(checkpoint, image, what)
     info(f"show-ranks: {out} ({what}, top {k})")
     return {"png": str(out), "protocol": spec.describe(), "rows": report}
+
+
+@dataclass(frozen=True)
+class Trial0Ranking:
+    """Trial 0 of a checkpoint's test protocol, ranked as the protocol ranks it.
+
+    Fields: ``spec`` (the protocol), ``meta`` (the checkpoint's record), ``test`` (the test
+    split), ``trial`` (its query / gallery indices and ``ignore`` mask), ``ap`` (Q,) float
+    average precision per query (NaN: no true match in the gallery), ``masked`` (Q, G) float
+    cosine distances ``1 - cos`` with the items the protocol removes for a query at +inf,
+    ``q_pids`` (Q,) and ``g_pids`` (G,) int identities.
+    """
+
+    spec: Any
+    meta: dict[str, Any]
+    test: Any
+    trial: Any
+    ap: np.ndarray
+    masked: np.ndarray
+    q_pids: np.ndarray
+    g_pids: np.ndarray
+
+
+def rank_trial0(checkpoint: Path, splits: Splits, device: torch.device, *, gan_checkpoint: Path | None = None,
+                mode: str | None = None, direction: str | None = None) -> Trial0Ranking:
+    """Features of trial 0's queries and gallery from ``checkpoint`` (partners from the
+    source it records, or ``gan_checkpoint``), their cosine distances and each query's AP.
+
+    Raises:
+        UserError: as :func:`stage2_fusion.evaluate.load_reid_model` and the partner source.
+    """
+    model, meta, cfg = load_reid_model(checkpoint, device)
+    spec = make_protocol(cfg.eval, splits.spec, splits.index.root, trials=1, mode=mode, direction=direction)
+    test = splits.test
+    numbers = file_numbers(splits.index.test) if spec.protocol == "official" else None
+    trial = protocol_trials(spec, test.pids, test.cams, test.is_ir, numbers)[0]
+    partners = None
+    if method_spec(meta["method"]).needs_partners:
+        beside = Path(checkpoint).resolve().parent.parent / "gan" / "gan.pt"
+        partners = PartnerSource.from_record(meta).test_partners(len(test), device, override=gan_checkpoint, beside=beside,
+                                                                 model=str(checkpoint))
+    needed = np.unique(np.concatenate([trial.query, trial.gallery]))
+    feats = extract_features(model, test, needed, device, partners=partners, feature=test_feature(cfg, meta["method"]), batch_size=cfg.eval.batch_size,
+                             amp=cfg.eval.amp)
+    row = np.full(len(test), -1, dtype=np.int64)
+    row[needed] = np.arange(len(needed))
+    dist = 1.0 - feats[row[trial.query]] @ feats[row[trial.gallery]].T  # (Q, G) cosine distance, the protocol's
+    q_pids, g_pids = test.pids[trial.query], test.pids[trial.gallery]
+    ap = per_query_average_precision(dist, q_pids, g_pids, ignore=trial.ignore)
+    masked = dist if trial.ignore is None else np.where(trial.ignore, np.inf, dist)
+    return Trial0Ranking(spec, meta, test, trial, ap, masked, q_pids, g_pids)
 
 
 def _log_image(checkpoint: Path, image: np.ndarray, what: str) -> None:
