@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +60,14 @@ def test_layers_import_only_downwards():
     wrong = [f"{path.relative_to(ROOT)} imports {sorted(_imports(path) & bad)}"
              for package, bad in forbidden.items() for path in sorted((ROOT / package).rglob("*.py")) if _imports(path) & bad]
     assert not wrong, wrong
+
+
+def test_the_repository_tracks_no_symbolic_links():
+    """A committed link (a developer's data/ -> elsewhere) breaks every fresh clone: run-all
+    cannot make data/demo-v3 under a dangling link."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    listing = subprocess.run(["git", "ls-files", "-s"], cwd=root, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000 ")]
+    assert links == [], f"tracked symbolic links: {links}"
