@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.demo.writing import aligned_path, read_demo_info  # noqa: E402
 from common.datasets.sysu import read_id_list  # noqa: E402
-from common.data.images import read_image, to_grayscale_bt601  # noqa: E402
+from common.data.images import BT601, read_image, to_grayscale_bt601  # noqa: E402
 from stage1_dsgan.evaluate import _translate_all, partner_rank1, partner_thumbnails  # noqa: E402
 from stage1_dsgan.generate import load_generators, make_translator  # noqa: E402
 
 VISIBLE_CAMS, INFRARED_CAMS = (1, 2, 4, 5), (3, 6)
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA = np.array(BT601, np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from common.checkpoint import file_sha256
+from common.data.images import BT601
 from common.data.partner_cache import PartnerCache
 from common.errors import UserError
 
@@ -71,7 +72,7 @@ def gray_partner(images01: torch.Tensor, is_ir: torch.Tensor | bool) -> torch.Te
         float (B, 3, H, W) in [0, 1] on multiples of 1/255, ``images01``'s dtype and device.
     """
     rgb = torch.round(images01.double() * 255.0)  # the uint8 values, exactly
-    luma = torch.round(rgb[:, 0:1] * 0.299 + rgb[:, 1:2] * 0.587 + rgb[:, 2:3] * 0.114).clamp(0.0, 255.0)  # (B, 1, H, W)
+    luma = torch.round(rgb[:, 0:1] * BT601[0] + rgb[:, 1:2] * BT601[1] + rgb[:, 2:3] * BT601[2]).clamp(0.0, 255.0)  # (B, 1, H, W)
     gray = (luma / 255.0).to(images01.dtype).expand(-1, 3, -1, -1)
     if isinstance(is_ir, bool):
         return images01 if is_ir else gray

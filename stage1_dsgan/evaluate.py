@@ -41,7 +41,7 @@ import torch
 from common.data.augment import from_gan_domain, to_float_images
 from common.datasets.pairs import aligned_pairs, split_pairs
 from common.errors import UserError
-from common.data.images import read_image, to_grayscale_bt601
+from common.data.images import BT601, read_image, to_grayscale_bt601
 from stage1_dsgan.generate import load_generators, make_translator
 from stage1_dsgan.realism import two_sample_score
 from stage1_dsgan.select import held_out_indices
@@ -50,7 +50,7 @@ from stage1_dsgan.select import held_out_indices
 #: The person-centred crop of :func:`partner_thumbnails`: rows 10-95 %, columns 25-75 % of the image.
 THUMBNAIL_CROP = ((0.10, 0.95), (0.25, 0.75))
 THUMBNAIL_SIZE = (24, 8)  # (H, W) pixels
-_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601
+_LUMA_WEIGHTS = np.array(BT601, np.float32)
 
 
 def _scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

@@ -48,6 +48,7 @@ from torch import nn
 
 from common.config import Recipe, at_least
 from common.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from common.data.images import BT601
 from common.errors import UserError
 from common.weights import Weights, WeightsKind
 from stage2_fusion.method_spec import Modifier
@@ -81,7 +82,6 @@ MSO_KERNELS: dict[str, tuple[tuple[tuple[int, int, int], ...], ...]] = {
 _PREWITT_X = ((-1, 0, 1), (-1, 0, 1), (-1, 0, 1))
 # Inside the square root of the gradient magnitude, as kornia.filters.sobel's default.
 MAGNITUDE_EPS = 1e-6
-BT601 = (0.299, 0.587, 0.114)
 
 
 def summed_mso_kernel(operator: str, device: torch.device | None = None) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import Recipe, probability
+from common.data.images import BT601
 from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -361,7 +362,7 @@ def random_grayscale(images: torch.Tensor, p: float) -> torch.Tensor:
     Shapes: (B, 3, H, W) float [0, 1] -> same.
     """
     apply = torch.rand(images.shape[0], device=images.device) < p
-    gray = (0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]).expand_as(images)
+    gray = (BT601[0] * images[:, 0:1] + BT601[1] * images[:, 1:2] + BT601[2] * images[:, 2:3]).expand_as(images)
     return torch.where(apply.view(-1, 1, 1, 1), gray, images)
 
 

@@ -70,6 +70,10 @@ def _stretch_to_8bit(values: np.ndarray) -> Image.Image:
     return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
+#: ITU-R BT.601 luma weights of R, G, B (PIL's ``convert("L")``): the one copy the code uses.
+BT601 = (0.299, 0.587, 0.114)
+
+
 def to_grayscale_bt601(images: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma replicated to three channels, as PIL's ``convert("L")``.
 
@@ -81,6 +85,6 @@ def to_grayscale_bt601(images: np.ndarray) -> np.ndarray:
     Returns:
         uint8 (..., H, W, 3) with three equal channels.
     """
-    luma = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
+    luma = images[..., 0] * BT601[0] + images[..., 1] * BT601[1] + images[..., 2] * BT601[2]
     luma = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
     return np.repeat(luma[..., None], 3, axis=-1)

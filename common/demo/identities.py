@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from common.data.images import BT601
+
 VISIBLE_CAMS: tuple[int, ...] = (1, 2, 4, 5)
 INFRARED_CAMS: tuple[int, ...] = (3, 6)
 MAX_PID = 533  # SYSU-MM01's identity numbers run from 1 to 533
@@ -80,7 +82,7 @@ _HAIR_COLOURS = np.array(
     [(20, 18, 18), (45, 30, 22), (90, 60, 35), (190, 160, 100), (150, 150, 150)], np.float32
 ) / 255.0
 HAIR_NIR = np.array([0.14, 0.22, 0.32, 0.50, 0.48], np.float32)
-_LUMA = _PALETTE @ np.array([0.299, 0.587, 0.114], np.float32)
+_LUMA = _PALETTE @ np.array(BT601, np.float32)
 # Radices of the discrete attribute grid: top pattern, top colour, sleeve, bottom kind,
 # bottom colour, hair, accessory. 4 * 20 * 2 * 3 * 20 * 3 * 4 = 57,600 cells >> 533 ids.
 _RADICES = (len(PATTERNS), len(_PALETTE), len(SLEEVES), len(BOTTOMS), len(_PALETTE), len(HAIRS), len(ACCESSORIES))
