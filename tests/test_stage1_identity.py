@@ -202,3 +202,28 @@ def test_rgbin_and_idgan_are_stage1_modifiers_of_tsme():
     assert stage1_folder(Path("runs"), parse_variant("tsme-caj"), 3) == Path("runs") / "stage1-seed3"  # TSME's
     with pytest.raises(UserError, match="rgbin"):
         parse_variant("agw-rgbin")
+
+
+def test_the_reid_network_starts_from_the_encoders_resnet_weights(tmp_path):
+    """load_encoder_weights maps torchvision's conv1 / bn1 / layer1..4 onto stem and layers,
+    every tensor of them, values unchanged; weights of another width are refused naming the net."""
+    from common.errors import UserError
+
+    source = ModalityReidNet(16, (1, 1, 1, 1), num_classes=5)
+    for p in source.parameters():
+        torch.nn.init.normal_(p)
+    torchvision_names = {k.replace("stem.", "", 1): v for k, v in source.state_dict().items()
+                         if k.startswith(("stem.", "layer")) and "num_batches_tracked" not in k}
+    torchvision_names["fc.weight"] = torch.zeros(10, 512)  # the classifier of the file: not ours, dropped
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision_names, path)
+    net = ModalityReidNet(16, (1, 1, 1, 1), num_classes=3)
+    assert net.load_encoder_weights(str(path)) == len(torchvision_names) - 1
+    mine = net.state_dict()
+    for key, value in torchvision_names.items():
+        if key != "fc.weight":
+            name = key if key.startswith("layer") else f"stem.{key}"
+            assert torch.equal(mine[name], value), name
+    assert net.load_encoder_weights("none") == 0
+    with pytest.raises(UserError, match="re-ID network of stage 1"):
+        ModalityReidNet(32, (1, 1, 1, 1), num_classes=3).load_encoder_weights(str(path))
