@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.nets.resnet import Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import STEM_AND_LAYERS, Stem, load_resnet_parts, make_layers, stage_channels
 
 #: Adam learning rate of the re-ID networks' pre-training (the re-ID literature's Adam rate,
 #: e.g. AlignGAN's 3.5e-4 for its re-ID network; weight decay 5e-4).
@@ -79,11 +79,7 @@ class ModalityReidNet(nn.Module):
     def load_encoder_weights(self, spec: str) -> int:
         """Load the ResNet weights the DSGAN encoders start from (path, "imagenet" or "none");
         returns the number of tensors loaded."""
-        path = resolve_pretrained(spec)
-        if path is None:
-            return 0
-        rename = {"conv1.": "stem.conv1.", "bn1.": "stem.bn1.", **{f"layer{i}.": f"layer{i}." for i in range(1, 5)}}
-        return load_into(self, load_resnet_state(path), rename, "re-ID network of stage 1")
+        return load_resnet_parts(self, spec, [STEM_AND_LAYERS], "re-ID network of stage 1")
 
 
 def cross_triplet(anchors: torch.Tensor, anchor_labels: torch.Tensor, reals: torch.Tensor, real_labels: torch.Tensor,

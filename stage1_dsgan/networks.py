@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from common.data.augment import to_gan_domain
-from common.nets.resnet import Bottleneck, Stem, load_into, load_resnet_state, make_layers, resolve_pretrained, stage_channels
+from common.nets.resnet import STEM_AND_LAYERS, Bottleneck, Stem, load_resnet_parts, make_layers, stage_channels
 
 
 #: What the visible -> infrared generator sees (``gan.input``): TSME's gray copy, or the colour image.
@@ -157,11 +157,7 @@ class DSGANGenerator(nn.Module):
         Raises:
             UserError: missing file, or an encoder that is not ResNet-50 sized.
         """
-        path = resolve_pretrained(spec)
-        if path is None:
-            return 0
-        rename = {"conv1.": "stem.conv1.", "bn1.": "stem.bn1.", **{f"layer{i}.": f"layer{i}." for i in range(1, 5)}}
-        return load_into(self, load_resnet_state(path), rename, "DSGAN encoder")
+        return load_resnet_parts(self, spec, [STEM_AND_LAYERS], "DSGAN encoder")
 
 
 class PatchDiscriminator(nn.Module):

@@ -224,6 +224,11 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], rename: dict[st
     return len(loaded)
 
 
+#: torchvision ResNet keys -> a module with ``stem`` (:class:`Stem`) and ``layer1``..``layer4``
+#: (the DSGAN encoders, stage 1's re-ID networks).
+STEM_AND_LAYERS = {"conv1.": "stem.conv1.", "bn1.": "stem.bn1.", **{f"layer{i}.": f"layer{i}." for i in range(1, 5)}}
+
+
 def load_resnet_parts(module: nn.Module, spec: str, renames: list[dict[str, str]], what: str) -> int:
     """Load a torchvision ResNet state dict (``spec``: path, "imagenet" or "none", see
     :func:`resolve_pretrained`) into the parts of ``module`` that ``renames`` name: each dict
