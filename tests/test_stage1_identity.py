@@ -50,6 +50,8 @@ def test_cross_triplet_by_hand():
     assert cross_triplet(anchors, a_lab, reals, r_lab, 0.0).item() == pytest.approx(max(0, 2 - 1) / 2, abs=1e-6)
     with pytest.raises(ValueError, match="another identity"):
         cross_triplet(anchors, a_lab, reals, torch.tensor([0, 0, 0]), 0.3)
+    with pytest.raises(ValueError, match="another identity"):  # every anchor has a positive, none a negative
+        cross_triplet(anchors, torch.tensor([0, 0]), reals, torch.tensor([0, 0, 0]), 0.3)
     with pytest.raises(ValueError, match="its identity"):
         cross_triplet(anchors, torch.tensor([0, 2]), reals, r_lab, 0.3)
 
